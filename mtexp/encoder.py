@@ -53,7 +53,7 @@ class SentenceEncoder(nn.Module):
         name_or_path: str = "all-MiniLM-L6-v2",
         pooling: str = "mean",
         normalize: bool = False,
-        max_length: int = 128,
+        max_length: int = 256,
         trust_remote_code: bool = False,
         **model_kwargs,
     ) -> SentenceEncoder:

@@ -1,0 +1,83 @@
+"""`mtexp-encode`: embed sentences with the Task 1 encoder and show what came out."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import transformers
+
+from mtexp.encoder import SentenceEncoder
+from mtexp.io import atomic_write_bytes
+from mtexp.pooling import POOLING_MODES
+
+PREVIEW_DIMS = 5
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mtexp-encode",
+        description="Encode sentences into fixed-length embeddings (Task 1).",
+    )
+    parser.add_argument("sentences", nargs="*", help="sentences to encode")
+    parser.add_argument("--input", type=Path, help="text file with one sentence per line")
+    parser.add_argument("--output", type=Path, help="write the embeddings to this .npy file")
+    parser.add_argument("--model", default="all-MiniLM-L6-v2", help="hub name, folder or bundled name")
+    parser.add_argument("--pooling", choices=POOLING_MODES, default="mean")
+    parser.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-length", type=int, default=256)
+    return parser
+
+
+def read_sentences(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SystemExit(f"mtexp-encode: input file not found: {path}") from None
+    except UnicodeDecodeError as error:
+        raise SystemExit(f"mtexp-encode: {path} is not UTF-8 text ({error.reason})") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def format_preview(sentences: list[str], embeddings: np.ndarray, limit: int = 5) -> str:
+    lines = [f"embeddings: shape {embeddings.shape}, dtype {embeddings.dtype}"]
+    for sentence, vector in zip(sentences[:limit], embeddings[:limit], strict=True):
+        head = ", ".join(f"{value:+.4f}" for value in vector[:PREVIEW_DIMS])
+        norm = float(np.linalg.norm(vector))
+        lines.append(f"  {sentence[:48]!r:52} [{head}, ...]  norm {norm:.3f}")
+    if len(sentences) > limit:
+        lines.append(f"  ... {len(sentences) - limit} more")
+    return "\n".join(lines)
+
+
+def encode_main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    sentences = list(args.sentences)
+    if args.input is not None:
+        sentences += read_sentences(args.input)
+    if not sentences:
+        build_parser().error("give sentences as arguments or with --input FILE")
+    transformers.utils.logging.disable_progress_bar()
+    encoder = SentenceEncoder.from_pretrained(
+        args.model, pooling=args.pooling, normalize=args.normalize, max_length=args.max_length
+    )
+    embeddings = encoder.encode(sentences, batch_size=args.batch_size)
+    print(format_preview(sentences, embeddings))
+    if args.output is not None:
+        atomic_write_bytes(args.output, _npy_bytes(embeddings))
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+if __name__ == "__main__":
+    sys.exit(encode_main())
