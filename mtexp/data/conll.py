@@ -1,0 +1,77 @@
+"""CoNLL column files: `word ... tag` per line, a blank line between sentences."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mtexp.data.bio import BioPolicy
+from mtexp.data.textio import read_text, split_files
+from mtexp.data.types import Corpus, DataError, Example
+
+KEYS = {
+    "source", "name", "path", "files", "token_task", "word_column", "tag_column",
+    "separator", "scheme",
+}
+SUFFIXES = (".txt", ".conll", ".iob", ".bio", ".tsv", "")
+DOCSTART = "-DOCSTART-"
+
+
+def load_conll(src: dict, key: str, policy: BioPolicy) -> Corpus:
+    """Read CoNLL files; the tag column is `tag_column` (default last), IOB1 becomes IOB2."""
+    task = src.get("token_task")
+    if not task:
+        raise DataError(f"{key}.token_task: name the token task (e.g. ner)")
+    files = split_files(src, key, SUFFIXES)
+    columns = (int(src.get("word_column", 0)), int(src.get("tag_column", -1)))
+    sep = src.get("separator")
+    splits = {
+        split: _read_file(path, split, task, columns, sep, policy, key)
+        for split, path in files.items()
+    }
+    name = src.get("name") or (files["train"].parent.name if len(files) > 1 else files["train"].stem)
+    return Corpus(name=name, tasks=(task,), splits=splits)
+
+
+def _read_file(
+    path: Path,
+    split: str,
+    task: str,
+    columns: tuple[int, int],
+    sep: str | None,
+    policy: BioPolicy,
+    key: str,
+) -> list[Example]:
+    examples: list[Example] = []
+    words: list[str] = []
+    tags: list[str] = []
+    start = 0
+    for number, line in enumerate([*read_text(path).splitlines(), ""], start=1):
+        if not line.strip():
+            if words:
+                where = f"{path}:{start}"
+                labels = {task: policy.normalise(tags, where, split)}
+                examples.append(Example(words=words, labels=labels))
+            words, tags = [], []
+            continue
+        fields = line.split(sep) if sep else line.split()
+        if fields[0] == DOCSTART:
+            continue
+        if not words:
+            start = number
+        words.append(_field(fields, columns[0], path, number, f"{key}.word_column"))
+        tags.append(_field(fields, columns[1], path, number, f"{key}.tag_column"))
+    if not examples:
+        raise DataError(f"{path}: no sentences found; expected `word ... tag` lines")
+    return examples
+
+
+def _field(fields: list[str], column: int, path: Path, number: int, key: str) -> str:
+    try:
+        value = fields[column].strip()
+    except IndexError:
+        raise DataError(
+            f"{path}:{number}: no column {column} ({key}); the line has {len(fields)} columns"
+        ) from None
+    if not value:
+        raise DataError(f"{path}:{number}: column {column} ({key}) is empty")
+    return value
