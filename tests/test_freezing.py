@@ -1,0 +1,201 @@
+"""Freezing scenarios: what trains, what stays bitwise unchanged, and dropout in frozen parts."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from mtexp.data.types import TaskSpec
+from mtexp.encoder import EncoderOutput, SentenceEncoder
+from mtexp.freezing import (
+    FreezingConfig,
+    apply_freezing,
+    encoder_frozen_throughout,
+    nothing_trains,
+    parameter_parts,
+    set_frozen_modules_eval,
+    trainable_parts,
+)
+from mtexp.model import MultiTaskModel
+from mtexp.optim import OptimConfig, build_optimizer
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "freezing"
+TASKS = [
+    TaskSpec("intent", "sequence", ("a", "b", "c")),
+    TaskSpec("slots", "token", ("O", "B-x", "I-x", "B-y", "I-y")),
+]
+HEADS = {"heads.intent", "heads.slots"}
+
+
+def make_model(encoder: SentenceEncoder, dropout: float = 0.1) -> MultiTaskModel:
+    return MultiTaskModel(copy.deepcopy(encoder), TASKS, head_dropout=dropout)
+
+
+def random_batch(seed: int = 0, size: int = 4, width: int = 9) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(1000, 5000, (size, width), generator=generator)
+    lengths = torch.randint(3, width + 1, (size,), generator=generator)
+    lengths[0] = width
+    mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
+    slots = torch.randint(0, 5, (size, width), generator=generator).masked_fill(mask == 0, -100)
+    labels = {"intent": torch.randint(0, 3, (size,), generator=generator), "slots": slots}
+    return {"input_ids": input_ids * mask, "attention_mask": mask, "labels": labels}
+
+
+def train_steps(model: MultiTaskModel, cfg: FreezingConfig, epoch: int = 0, steps: int = 3):
+    state = apply_freezing(model, cfg, epoch)
+    optimizer = build_optimizer(model, OptimConfig(lr_encoder=1e-3, lr_head=1e-3))
+    model.train()
+    set_frozen_modules_eval(model, cfg)
+    for step in range(steps):
+        optimizer.zero_grad()
+        model(random_batch(step)).loss.backward()
+        optimizer.step()
+    return state
+
+
+SCENARIOS = {
+    "none": (FreezingConfig("none"), 0),
+    "backbone": (FreezingConfig("backbone"), 0),
+    "head_a": (FreezingConfig("one_head", head="A"), 0),
+    "head_b": (FreezingConfig("one_head", head="B"), 0),
+    "head_by_name": (FreezingConfig("one_head", head="slots"), 0),
+    "gradual_epoch0": (FreezingConfig("gradual"), 0),
+    "gradual_epoch1": (FreezingConfig("gradual"), 1),
+    "partial_k1": (FreezingConfig("partial", k=1), 0),
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_frozen_parameters_unchanged_trainable_changed(tiny_encoder, scenario):
+    cfg, epoch = SCENARIOS[scenario]
+    model = make_model(tiny_encoder)
+    before = {name: param.detach().clone() for name, param in model.named_parameters()}
+    state = train_steps(model, cfg, epoch)
+    changed_numel = 0
+    for name, param in model.named_parameters():
+        unchanged = torch.equal(param.detach(), before[name])
+        assert unchanged != param.requires_grad, f"{scenario}: {name} trainable={param.requires_grad}"
+        changed_numel += 0 if unchanged else param.numel()
+    assert state.params_trainable == changed_numel > 0
+    assert state.params_total == sum(p.numel() for p in model.parameters())
+
+
+def test_all_frozen_trains_nothing(tiny_encoder):
+    model = make_model(tiny_encoder)
+    cfg = FreezingConfig("all")
+    state = apply_freezing(model, cfg)
+    assert state.params_trainable == 0 and not state.trainable
+    assert not any(param.requires_grad for param in model.parameters())
+    assert nothing_trains(cfg) and encoder_frozen_throughout(cfg)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        build_optimizer(model, OptimConfig())
+    model.train()
+    assert set_frozen_modules_eval(model, cfg) == ["encoder", "heads.intent", "heads.slots"]
+    assert not any(module.training for module in model.modules() if isinstance(module, nn.Dropout))
+
+
+def test_scenario_parts(tiny_encoder):
+    model = make_model(tiny_encoder)
+    encoder = {"encoder.embeddings", "encoder.layer_0", "encoder.layer_1"}
+    assert set(parameter_parts(model).values()) == HEADS | encoder
+    assert trainable_parts(model, FreezingConfig("none"), 0) == HEADS | encoder
+    assert trainable_parts(model, FreezingConfig("backbone"), 5) == HEADS
+    assert trainable_parts(model, FreezingConfig("one_head", head="A")) == encoder | {"heads.slots"}
+    assert trainable_parts(model, FreezingConfig("one_head", head="B")) == encoder | {"heads.intent"}
+    partial = trainable_parts(model, FreezingConfig("partial", k=1))
+    assert partial == HEADS | {"encoder.layer_1"}
+    assert trainable_parts(model, FreezingConfig("partial", k=0)) == HEADS | encoder - {"encoder.embeddings"}
+    with pytest.raises(ValueError, match="only 2 layers"):
+        trainable_parts(model, FreezingConfig("partial", k=3))
+    with pytest.raises(ValueError, match="not a task"):
+        trainable_parts(model, FreezingConfig("one_head", head="nope"))
+
+
+def test_gradual_parts_per_epoch(tiny_encoder):
+    model = make_model(tiny_encoder)
+    expected = [
+        HEADS,
+        HEADS | {"encoder.layer_1"},
+        HEADS | {"encoder.layer_1", "encoder.layer_0"},
+        HEADS | {"encoder.layer_1", "encoder.layer_0", "encoder.embeddings"},
+    ]
+    cfg = FreezingConfig("gradual")
+    for epoch, parts in enumerate(expected):
+        assert trainable_parts(model, cfg, epoch) == parts, epoch
+    assert trainable_parts(model, cfg, 10) == expected[-1]
+    slow = FreezingConfig("gradual", unfreeze_every=2)
+    assert [len(trainable_parts(model, slow, e)) for e in range(8)] == [2, 2, 3, 3, 4, 4, 5, 5]
+
+
+def test_encoder_other_thaws_with_top_layer(tiny_encoder):
+    model = make_model(tiny_encoder)
+    model.encoder.final_norm = nn.LayerNorm(model.encoder.hidden_size)
+    parts = parameter_parts(model)
+    assert parts["encoder.final_norm.weight"] == "encoder.other"
+    cfg = FreezingConfig("gradual")
+    assert "encoder.other" not in trainable_parts(model, cfg, 0)
+    assert {"encoder.other", "encoder.layer_1"} <= trainable_parts(model, cfg, 1)
+    assert "encoder.other" not in trainable_parts(model, FreezingConfig("backbone"))
+
+
+def _hidden(model: MultiTaskModel, batch: dict) -> EncoderOutput:
+    return model.encoder(batch["input_ids"], batch["attention_mask"], output_hidden_states=True)
+
+
+def test_frozen_modules_run_without_dropout(tiny_encoder):
+    model = make_model(tiny_encoder)
+    cfg = FreezingConfig("partial", k=1)
+    apply_freezing(model, cfg)
+    model.train()
+    assert set_frozen_modules_eval(model, cfg) == ["encoder.embeddings", "encoder.layer_0"]
+    batch = random_batch()
+    first, second = _hidden(model, batch), _hidden(model, batch)
+    assert torch.equal(first.hidden_states[1], second.hidden_states[1])  # after frozen layer_0
+    assert not torch.equal(first.token_states, second.token_states)  # layer_1 still drops out
+    assert model.encoder.layers[1].training and model.heads["intent"].training
+
+
+def test_backbone_frozen_encoder_deterministic_heads_train_mode(tiny_encoder):
+    model = make_model(tiny_encoder)
+    cfg = FreezingConfig("backbone")
+    apply_freezing(model, cfg)
+    model.train()
+    assert set_frozen_modules_eval(model, cfg) == ["encoder"]
+    batch = random_batch()
+    assert torch.equal(_hidden(model, batch).token_states, _hidden(model, batch).token_states)
+    assert all(head.training for head in model.heads.values())
+
+
+def test_frozen_modules_eval_can_be_switched_off(tiny_encoder):
+    model = make_model(tiny_encoder)
+    cfg = FreezingConfig("backbone", frozen_modules_eval=False)
+    apply_freezing(model, cfg)
+    model.train()
+    assert set_frozen_modules_eval(model, cfg) == []
+    assert all(module.training for module in model.modules())
+
+
+def test_config_validation_and_presets():
+    with pytest.raises(ValueError, match=r"freezing\.name"):
+        FreezingConfig("heads")
+    with pytest.raises(ValueError, match=r"freezing\.head"):
+        FreezingConfig("one_head")
+    with pytest.raises(ValueError, match=r"freezing\.k"):
+        FreezingConfig("partial", k=-1)
+    with pytest.raises(ValueError, match=r"freezing\.unfreeze_every"):
+        FreezingConfig("gradual", unfreeze_every=0)
+    presets = {path.stem: path for path in CONF.glob("*.yaml")}
+    assert set(presets) == {"none", "all", "backbone", "head_a", "head_b", "gradual", "partial"}
+    loaded = {stem: FreezingConfig(**OmegaConf.load(path)) for stem, path in presets.items()}
+    assert (loaded["head_a"].name, loaded["head_a"].head) == ("one_head", "A")
+    assert (loaded["head_b"].name, loaded["head_b"].head) == ("one_head", "B")
+    assert {name for name, cfg in loaded.items() if encoder_frozen_throughout(cfg)} == {
+        "all",
+        "backbone",
+    }
