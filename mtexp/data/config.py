@@ -47,8 +47,10 @@ def data_config(cfg: Mapping) -> dict[str, Any]:
     node = to_plain(cfg)
     if not isinstance(node, Mapping):
         raise DataError(f"data config must be a mapping, got {type(node).__name__}")
-    if "sources" not in node and isinstance(node.get("data"), Mapping):
+    if "sources" not in node and "source" not in node and isinstance(node.get("data"), Mapping):
         node = node["data"]
+    if "sources" not in node and "source" in node:
+        node = _single_source(node)
     unknown = set(node) - set(DEFAULTS)
     if unknown:
         log.warning("data config: ignoring unknown key(s) %s", sorted(unknown))
@@ -56,6 +58,18 @@ def data_config(cfg: Mapping) -> dict[str, Any]:
     out["sampling"] = {**DEFAULTS["sampling"], **(node.get("sampling") or {})}
     _validate(out)
     return out
+
+
+def _single_source(node: Mapping[str, Any]) -> dict[str, Any]:
+    """The flat form (`source: ...` beside the data keys) as a one-item `sources` list.
+
+    A builtin source gets the whole node (it reads its own keys and ignores the rest)."""
+    if node["source"] == "builtin":
+        src = dict(node)
+    else:
+        shared = set(DEFAULTS) - {"name", "path"}
+        src = {k: v for k, v in node.items() if k not in shared}
+    return {**{k: v for k, v in node.items() if k in DEFAULTS}, "sources": [src]}
 
 
 def _validate(cfg: dict[str, Any]) -> None:

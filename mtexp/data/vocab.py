@@ -1,6 +1,8 @@
 """Label vocabularies from train, and what happens to dev/test labels that train lacks.
 
-Vocabularies are sorted; token tasks put "O" first (so id 0 is "outside"). With
+Vocabularies are sorted; token tasks put "O" first (so id 0 is "outside") and hold both
+`B-x` and `I-x` for every entity type `x` seen in train (a type seen only as one-word spans
+still gets `I-x`, so longer spans of it in dev/test are not "unseen"). With
 `unseen_label: fallback`, sequence tasks get the extra label `UNK` (last) and unseen dev/test
 labels map to it; unseen token tags become "O", together with the `I-` tags that continue them.
 With `unseen_label: error` (the default) an unseen label is a DataError.
@@ -38,7 +40,8 @@ def build_spec(name: str, kind: TaskKind, corpus: Corpus, unseen: str) -> TaskSp
         else:
             seen.add(value)
     if kind == "token":
-        labels = [OUTSIDE, *sorted(seen - {OUTSIDE})]
+        types = {tag_type(tag) for tag in seen} - {None}
+        labels = [OUTSIDE, *sorted(f"{p}-{t}" for t in types for p in "BI")]
     else:
         labels = sorted(seen)
         if unseen == "fallback" and SEQUENCE_FALLBACK not in seen:
