@@ -9,7 +9,7 @@ from typing import Any
 
 from mtexp.data.types import MultiTaskData
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def tokenizer_hash(tokenizer: Any) -> str:

@@ -56,10 +56,12 @@ class Table:
         return len(self.lengths)
 
     @classmethod
-    def from_arrow(cls, table: Any) -> Table:
+    def from_arrow(cls, table: Any, skip: Sequence[str] = ()) -> Table:
         """From a pyarrow table (a `datasets.Dataset`'s `.data.table`), without Python loops."""
         columns: dict[str, Ragged | np.ndarray] = {}
         for name in table.column_names:
+            if name in skip:
+                continue
             array = table.column(name).combine_chunks()
             if hasattr(array, "offsets"):
                 offsets = array.offsets.to_numpy().astype(np.int64)

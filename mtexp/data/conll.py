@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mtexp.data.bio import BioPolicy
-from mtexp.data.textio import read_text, split_files
+from mtexp.data.textio import corpus_name, read_text, split_files
 from mtexp.data.types import Corpus, DataError, Example
 
 KEYS = {
@@ -28,8 +28,7 @@ def load_conll(src: dict, key: str, policy: BioPolicy) -> Corpus:
         split: _read_file(path, split, task, columns, sep, policy, key)
         for split, path in files.items()
     }
-    name = src.get("name") or (files["train"].parent.name if len(files) > 1 else files["train"].stem)
-    return Corpus(name=name, tasks=(task,), splits=splits)
+    return Corpus(name=corpus_name(src, files), tasks=(task,), splits=splits)
 
 
 def _read_file(

@@ -15,8 +15,9 @@ from typing import Any
 import datasets
 import numpy as np
 
+from mtexp.data.align import UNK_COLUMN, continuation_ids, label_rows, tokenize_batch
 from mtexp.data.cache import cache_key
-from mtexp.data.collate import IGNORE_INDEX, LABEL_PREFIX, Collator, Table, make_collator
+from mtexp.data.collate import Collator, Table, make_collator
 from mtexp.data.textio import resolve_path
 from mtexp.data.types import SPLITS, MultiTaskData, TaskSpec
 
@@ -38,7 +39,7 @@ class Features:
 
     def __post_init__(self) -> None:
         for key, ds in self.datasets.items():
-            self.tables[key] = Table.from_arrow(ds.data.table)
+            self.tables[key] = Table.from_arrow(ds.data.table, skip=(UNK_COLUMN,))
 
     def table(self, corpus: str, split: str) -> Table:
         return self.tables[(corpus, split)]
@@ -85,10 +86,10 @@ def _tokenize_all(
     built = {}
     for corpus in data.corpora:
         specs = [t for t in data.tasks if t.name in corpus.tasks]
-        token_tasks = {t.name: _continuation_ids(t) for t in specs if t.kind == "token"}
+        token_tasks = {t.name: continuation_ids(t) for t in specs if t.kind == "token"}
         for split in SPLITS:
-            rows = _label_rows(corpus.splits[split], specs)
-            fn = partial(_tokenize_batch, tokenizer=tokenizer, max_length=max_length,
+            rows = label_rows(corpus.splits[split], specs)
+            fn = partial(tokenize_batch, tokenizer=tokenizer, max_length=max_length,
                          token_tasks=token_tasks, label_all_tokens=label_all_tokens)
             ds = datasets.Dataset.from_list(rows).map(
                 fn, batched=True, remove_columns=["words"],
@@ -97,68 +98,6 @@ def _tokenize_all(
             )
             built[(corpus.name, split)] = ds
     return built
-
-
-def _label_rows(examples: list, specs: list[TaskSpec]) -> list[dict[str, Any]]:
-    ids = {t.name: t.label_to_id() for t in specs}
-    rows = []
-    for i, ex in enumerate(examples):
-        row: dict[str, Any] = {"words": ex.words, "example_index": i, "n_words": len(ex.words)}
-        for t in specs:
-            value = ex.labels[t.name]
-            lookup = ids[t.name]
-            row[LABEL_PREFIX + t.name] = (
-                lookup[value] if t.kind == "sequence" else [lookup[v] for v in value]
-            )
-        rows.append(row)
-    return rows
-
-
-def _continuation_ids(spec: TaskSpec) -> np.ndarray:
-    """Label id for continuation sub-tokens under `label_all_tokens`: B-x -> I-x when known."""
-    lookup = spec.label_to_id()
-    return np.array(
-        [lookup.get("I-" + label[2:], i) if label.startswith("B-") else i
-         for i, label in enumerate(spec.labels)],
-        dtype=np.int64,
-    )
-
-
-def _tokenize_batch(
-    batch: dict[str, list],
-    tokenizer: Any,
-    max_length: int,
-    token_tasks: dict[str, np.ndarray],
-    label_all_tokens: bool,
-) -> dict[str, list]:
-    enc = tokenizer(batch["words"], is_split_into_words=True, truncation=True,
-                    max_length=max_length)
-    out: dict[str, list] = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")
-                            if k in enc}
-    word_ids = [np.array([-1 if w is None else w for w in enc.word_ids(i)], dtype=np.int64)
-                for i in range(len(batch["words"]))]
-    out["word_ids"] = word_ids
-    for task, continuation in token_tasks.items():
-        column = LABEL_PREFIX + task
-        out[column] = [
-            align_labels(w, np.asarray(labels, dtype=np.int64), continuation, label_all_tokens)
-            for w, labels in zip(word_ids, batch[column], strict=True)
-        ]
-    return out
-
-
-def align_labels(
-    word_ids: np.ndarray, word_labels: np.ndarray, continuation: np.ndarray, label_all: bool
-) -> np.ndarray:
-    """Sub-token labels: the word's label on its first piece; -100 on specials (and on other
-    pieces, unless `label_all`, where they get the continuation label)."""
-    valid = word_ids >= 0
-    first = valid & np.concatenate([[True], word_ids[1:] != word_ids[:-1]])
-    labels = word_labels[np.where(valid, word_ids, 0)]
-    if label_all:
-        labels = np.where(first, labels, continuation[labels])
-        return np.where(valid, labels, IGNORE_INDEX)
-    return np.where(first, labels, IGNORE_INDEX)
 
 
 def _write_cache(root: Path, final: Path, built: dict, meta: dict) -> None:
@@ -190,8 +129,10 @@ def _read_cache(final: Path) -> dict[tuple[str, str], datasets.Dataset]:
 
 def _with_stats(features: Features, cache: str) -> Features:
     """Record truncation per (corpus, split): examples that lost words, and the words lost."""
-    truncation = {}
+    truncation, unk_words = {}, {}
     for (corpus, split), table in features.tables.items():
+        unk = features.datasets[(corpus, split)].data.table.column(UNK_COLUMN).to_numpy()
+        unk_words[f"{corpus}/{split}"] = int(unk.sum())
         word_ids = table.columns["word_ids"]
         kept = np.maximum.reduceat(word_ids.values, word_ids.offsets[:-1]) + 1
         lost = np.maximum(table.columns["n_words"] - kept, 0)
@@ -202,5 +143,6 @@ def _with_stats(features: Features, cache: str) -> Features:
     truncated = sum(v["examples"] for v in truncation.values())
     if truncated:
         log.warning("truncation: %d example(s) lost words: %s", truncated, truncation)
-    features.stats = {"cache": cache, "truncated_examples": truncated, "truncation": truncation}
+    features.stats = {"cache": cache, "truncated_examples": truncated, "truncation": truncation,
+                      "unk_words": unk_words}
     return features

@@ -8,7 +8,7 @@ import pandas as pd
 
 from mtexp.data.bio import BioPolicy
 from mtexp.data.columns import COLUMN_KEYS, ColumnMap, check_columns, to_examples
-from mtexp.data.textio import check_utf8, split_files
+from mtexp.data.textio import check_utf8, corpus_name, split_files
 from mtexp.data.types import Corpus, DataError
 
 KEYS = {"source", "name", "path", "files", "format", "scheme", *COLUMN_KEYS}
@@ -34,8 +34,7 @@ def load_tabular(src: dict, key: str, policy: BioPolicy) -> Corpus:
         check_columns(list(frame.columns), cmap, str(path), key)
         table = {col: frame[col].tolist() for col, _ in cmap.required()}
         splits[split] = to_examples(table, cmap, str(path), split, policy)
-    name = src.get("name") or files["train"].stem
-    return Corpus(name=name, tasks=cmap.tasks, splits=splits)
+    return Corpus(name=corpus_name(src, files), tasks=cmap.tasks, splits=splits)
 
 
 def file_format(path: Path, fmt: str | None, key: str) -> str:

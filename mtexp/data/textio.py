@@ -99,3 +99,13 @@ def split_files(src: dict, key: str, suffixes: Iterable[str]) -> dict[str, Path]
     if path.is_dir():
         return find_split_files(path, suffixes, f"{key}.path")
     return {"train": path}
+
+
+def corpus_name(src: dict, files: dict[str, Path]) -> str:
+    """`name` from the config, else the source folder's name, else the train file's stem."""
+    if src.get("name"):
+        return str(src["name"])
+    train = files["train"]
+    if src.get("files") or resolve_path(src["path"], "path", must_exist=False).is_dir():
+        return train.parent.name
+    return train.stem
