@@ -181,3 +181,5 @@ def test_words_without_sub_tokens_become_unk(tokenizer) -> None:
     assert features.stats["unk_words"]["tiny/train"] == 2
     assert word_labels(features) == [t for _, t, _ in sentences]
     assert "unk_words" not in next(eval_batches(features, "tiny", "test", 2))
+    ds = features.datasets[("tiny", "train")]
+    assert "unk_words" not in make_collator(tokenizer)([ds[0], ds[1]])

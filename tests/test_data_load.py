@@ -172,3 +172,24 @@ def test_builtin_preset_through_load_data() -> None:
         ("intent", "sequence"), ("slots", "token")]
     assert all(data.corpora[0].sizes()[s] > 0 for s in ("train", "dev", "test"))
     assert data.task("slots").labels[0] == "O"
+
+
+def test_builtin_too_small_is_a_data_error() -> None:
+    cfg = OmegaConf.load(CONF / "builtin.yaml")
+    cfg.size = 20
+    cfg.min_examples_per_intent = 1000
+    with pytest.raises(DataError, match="empty"):
+        load_data(cfg, seed=0)
+
+
+@pytest.mark.parametrize("preset", ["snips", "atis"])
+def test_hydra_overrides_reach_the_data_node(preset: str, big_root: Path) -> None:
+    from hydra import compose, initialize_config_dir
+
+    overrides = [f"data={preset}", f"data.path={big_root}", "data.train_fraction=0.5",
+                 "data.sampling.strategy=round_robin", "data.unseen_label=error"]
+    with initialize_config_dir(config_dir=str(CONF.parent), version_base=None):
+        cfg = compose("config", overrides=overrides)
+    data = load_data(cfg.data, seed=0)
+    assert data.name == preset and data.corpora[0].sizes()["train"] == 90
+    assert data_config(cfg.data)["sampling"]["strategy"] == "round_robin"

@@ -273,3 +273,21 @@ def test_unknown_source_key_is_an_error(tmp_path: Path) -> None:
     root = write_jointbert(tmp_path / "d", {"train": ROWS})
     with pytest.raises(DataError, match=r"data\.sources\[0\]: unknown key\(s\) \['tag_colum'\]"):
         load_data({"sources": [{"source": "jointbert", "path": str(root), "tag_colum": 1}]}, seed=0)
+
+
+@pytest.mark.parametrize(
+    ("src", "message"),
+    [
+        ({"source": "jointbert"}, r"data\.sources\[0\]\.path: set the JointBERT folder"),
+        ({"source": "conll", "token_task": "ner", "path": "missing.txt"},
+         r"data\.sources\[0\]\.path: path not found: .*missing\.txt"),
+        ({"source": "tabular", "sequence_task": "s", "files": {"train": "gone.csv"}},
+         r"data\.sources\[0\]\.files\.train: path not found"),
+        ({"source": "hub", "dataset": "json", "sequence_task": "s", "data_files": {"train": "x.jsonl"}},
+         r"data\.sources\[0\]\.data_files\.train: path not found"),
+    ],
+)
+def test_missing_paths_name_the_config_key(tmp_path: Path, monkeypatch, src: dict, message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=message):
+        load_data({"sources": [src]}, seed=0)

@@ -6,10 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from mtexp.data.collate import IGNORE_INDEX, LABEL_PREFIX
+from mtexp.data.collate import IGNORE_INDEX, LABEL_PREFIX, UNK_COLUMN
 from mtexp.data.types import Example, TaskSpec
-
-UNK_COLUMN = "unk_words"  # per-example count of words that had no sub-token (see encode_words)
 
 
 def label_rows(examples: list[Example], specs: list[TaskSpec]) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from mtexp.data.config import DEFAULTS, check_sampling
+from mtexp.data.config import DEFAULTS, check_sampling, to_plain
 from mtexp.data.features import Features
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def train_batches(
     steps per task. With `group_by_length`, each shuffle is sorted by length within chunks of
     50 batches and the batches are then shuffled.
     """
-    sampling = {**DEFAULTS["sampling"], **(sampling or {})}
+    sampling = {**DEFAULTS["sampling"], **(to_plain(sampling) or {})}
     check_sampling(sampling)
     sizes = {c.name: len(c.splits["train"]) for c in features.data.corpora}
     budget = sampling["steps_per_epoch"] or sum(math.ceil(n / batch_size) for n in sizes.values())

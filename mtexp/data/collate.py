@@ -13,6 +13,8 @@ LABEL_PREFIX = "labels."
 IGNORE_INDEX = -100
 # Padding value per ragged column; label columns pad with IGNORE_INDEX.
 PAD_VALUES = {"attention_mask": 0, "token_type_ids": 0, "word_ids": -1}
+UNK_COLUMN = "unk_words"  # per-example count of words that had no sub-token (kept for stats)
+STATS_COLUMNS = (UNK_COLUMN,)  # dataset columns that never go into a batch
 
 
 @dataclass
@@ -56,7 +58,7 @@ class Table:
         return len(self.lengths)
 
     @classmethod
-    def from_arrow(cls, table: Any, skip: Sequence[str] = ()) -> Table:
+    def from_arrow(cls, table: Any, skip: Sequence[str] = STATS_COLUMNS) -> Table:
         """From a pyarrow table (a `datasets.Dataset`'s `.data.table`), without Python loops."""
         columns: dict[str, Ragged | np.ndarray] = {}
         for name in table.column_names:
@@ -75,6 +77,8 @@ class Table:
     def from_rows(cls, rows: Sequence[Mapping[str, Any]]) -> Table:
         columns: dict[str, Ragged | np.ndarray] = {}
         for name, first in rows[0].items():
+            if name in STATS_COLUMNS:
+                continue
             if not isinstance(first, str | bytes) and isinstance(first, Sequence | np.ndarray):
                 columns[name] = Ragged.from_rows([row[name] for row in rows])
             elif isinstance(first, int | np.integer):

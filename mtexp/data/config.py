@@ -44,11 +44,13 @@ def to_plain(cfg: Any) -> Any:
 
 def data_config(cfg: Mapping) -> dict[str, Any]:
     """The validated data node, defaults filled in; accepts the node or a root config holding it."""
+    if "sources" not in cfg and "source" not in cfg and isinstance(cfg.get("data"), Mapping):
+        cfg = cfg["data"]  # a root config: convert only its data node
+    if not isinstance(cfg, Mapping):
+        raise DataError(f"data config must be a mapping, got {type(cfg).__name__}")
     node = to_plain(cfg)
     if not isinstance(node, Mapping):
         raise DataError(f"data config must be a mapping, got {type(node).__name__}")
-    if "sources" not in node and "source" not in node and isinstance(node.get("data"), Mapping):
-        node = node["data"]
     if "sources" not in node and "source" in node:
         node = _single_source(node)
     unknown = set(node) - set(DEFAULTS)

@@ -15,9 +15,9 @@ from typing import Any
 import datasets
 import numpy as np
 
-from mtexp.data.align import UNK_COLUMN, continuation_ids, label_rows, tokenize_batch
+from mtexp.data.align import continuation_ids, label_rows, tokenize_batch
 from mtexp.data.cache import cache_key
-from mtexp.data.collate import Collator, Table, make_collator
+from mtexp.data.collate import UNK_COLUMN, Collator, Table, make_collator
 from mtexp.data.textio import resolve_path
 from mtexp.data.types import SPLITS, MultiTaskData, TaskSpec
 
@@ -39,7 +39,7 @@ class Features:
 
     def __post_init__(self) -> None:
         for key, ds in self.datasets.items():
-            self.tables[key] = Table.from_arrow(ds.data.table, skip=(UNK_COLUMN,))
+            self.tables[key] = Table.from_arrow(ds.data.table)
 
     def table(self, corpus: str, split: str) -> Table:
         return self.tables[(corpus, split)]

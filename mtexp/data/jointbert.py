@@ -13,7 +13,9 @@ KEYS = {"source", "name", "path", "sequence_task", "token_task", "scheme"}
 
 def load_jointbert(src: dict, key: str, policy: BioPolicy) -> Corpus:
     """Read a JointBERT folder; `#`-joined multi-intents (ATIS) are kept as labels of their own."""
-    root = resolve_path(src.get("path") or "", f"{key}.path")
+    if not src.get("path"):
+        raise DataError(f"{key}.path: set the JointBERT folder (with train/, dev/, test/)")
+    root = resolve_path(src["path"], f"{key}.path")
     seq_task = src.get("sequence_task", "intent")
     tok_task = src.get("token_task", "slots")
     if not seq_task and not tok_task:

@@ -62,13 +62,16 @@ def _read_source(src: dict, key: str, conf: dict, seed: int) -> tuple[Corpus, Bi
     if kind != "hub" and not src.get("path") and not src.get("files") and conf.get("path"):
         src["path"] = conf["path"]
     policy = BioPolicy(scheme=src.get("scheme", scheme), strict=bool(conf["strict_bio"]))
-    return reader(src, key, policy), policy
+    corpus = reader(src, key, policy)
+    _check_not_empty(corpus, key)
+    return corpus, policy
 
 
 def _read_builtin(src: dict, key: str, conf: dict, seed: int) -> tuple[Corpus, BioPolicy]:
     from mtexp.data.builtin import load_builtin
 
     corpus = load_builtin(src, seed)
+    _check_not_empty(corpus, key)
     policy = BioPolicy(scheme="iob2", strict=bool(conf["strict_bio"]))
     kinds = task_kinds(corpus, key)
     for split, examples in corpus.splits.items():
@@ -80,9 +83,6 @@ def _read_builtin(src: dict, key: str, conf: dict, seed: int) -> tuple[Corpus, B
 
 def _carve_missing(corpus: Corpus, conf: dict, seed: int, index: int) -> list[str]:
     """Carve dev (and test, when absent) from train, stratified by the sequence task's label."""
-    for split, examples in corpus.splits.items():
-        if not examples:
-            raise DataError(f"corpus {corpus.name!r}: split {split!r} is empty")
     seq_task = _sequence_task(corpus)
     carved = []
     for split in ("test", "dev"):
@@ -93,6 +93,14 @@ def _carve_missing(corpus: Corpus, conf: dict, seed: int, index: int) -> list[st
             carved.append(split)
     corpus.splits = {split: corpus.splits[split] for split in SPLITS}
     return sorted(carved)
+
+
+def _check_not_empty(corpus: Corpus, key: str) -> None:
+    if "train" not in corpus.splits:
+        raise DataError(f"{key}: corpus {corpus.name!r} has no train split")
+    for split, examples in corpus.splits.items():
+        if not examples:
+            raise DataError(f"{key}: corpus {corpus.name!r}: split {split!r} is empty")
 
 
 def _sequence_task(corpus: Corpus) -> str | None:
