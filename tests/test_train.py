@@ -1,0 +1,156 @@
+"""The runner end to end on the tiny backbone: run directory, reproducibility, failure, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from safetensors import safe_open
+
+from mtexp.data import DataError
+from mtexp.train import CONF_DIR, run
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "backbone=tiny",
+    "data.size=400",
+    "trainer=quick",
+    "eval.cka_sentences=16",
+    "eval.train_subset=32",
+]
+TIMING_KEYS = {
+    "train_seconds", "cache_seconds", "seconds_per_epoch", "train_samples_per_second",
+    "peak_memory_mb", "train_memory_mb",
+}
+
+
+def tiny_config(*overrides: str, base: tuple[str, ...] = tuple(TINY)):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("config", overrides=[*base, *overrides])
+
+
+def without_timing(metrics: dict) -> dict:
+    return {**metrics, "cost": {k: v for k, v in metrics["cost"].items() if k not in TIMING_KEYS}}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> tuple[Path, dict]:
+    run_dir = tmp_path_factory.mktemp("run")
+    metrics = run(tiny_config(), run_dir, {"backbone": "tiny", "freezing": "none"}, TINY)
+    return run_dir, metrics
+
+
+def test_run_directory_holds_the_contract_files(tiny_run):
+    run_dir, metrics = tiny_run
+    for name in ("config.yaml", "choices.yaml", "overrides.yaml", "metrics.json", "history.csv",
+                 "status.json", "env.json", "labels.json", "model.safetensors", "checkpoints/last.pt"):
+        assert (run_dir / name).is_file(), name
+    assert "${" not in (run_dir / "config.yaml").read_text()
+    assert yaml.safe_load((run_dir / "choices.yaml").read_text())["backbone"] == "tiny"
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
+    env = json.loads((run_dir / "env.json").read_text())
+    assert {"python", "torch", "transformers", "hydra", "git_revision", "device", "threads"} <= set(env)
+    on_disk = json.loads((run_dir / "metrics.json").read_text())
+    assert on_disk == json.loads(json.dumps(metrics))
+
+
+def test_metrics_have_every_task_split_and_cost(tiny_run):
+    _, metrics = tiny_run
+    for split in ("dev", "test"):
+        assert {"accuracy", "macro_f1"} <= set(metrics[split]["intent"])
+        assert {"precision", "recall", "f1", "per_entity"} <= set(metrics[split]["slots"])
+    assert 0.0 <= metrics["test"]["joint"]["sentence_accuracy"] <= 1.0
+    cost = metrics["cost"]
+    assert cost["params_trainable"] == cost["params_total"] > 0
+    assert cost["train_seconds"] > 0 and cost["train_samples_per_second"] > 0 and cost["peak_memory_mb"] > 0
+    assert metrics["seed"] == 0 and metrics["best_epoch"] in (1, 2)
+    assert set(metrics["drift"]["cka"]) == {"layer_0", "layer_1", "layer_2", "mean"}
+
+
+def test_history_has_one_row_per_epoch_with_losses_and_learning_rates(tiny_run):
+    run_dir, _ = tiny_run
+    history = pd.read_csv(run_dir / "history.csv")
+    assert history["epoch"].tolist() == [1, 2]
+    for column in ("train.intent.loss", "train.slots.loss", "dev.intent.accuracy", "dev.slots.f1",
+                   "params_trainable", "seconds", "lr.heads.intent", "lr.encoder.layer_1"):
+        assert column in history.columns, column
+
+
+def test_model_tensors_use_the_backbone_names_under_encoder(tiny_run):
+    run_dir, _ = tiny_run
+    with safe_open(run_dir / "model.safetensors", framework="pt") as weights:
+        names = set(weights.keys())
+    assert "encoder.embeddings.word_embeddings.weight" in names
+    assert "encoder.encoder.layer.1.output.dense.weight" in names
+    assert any(name.startswith("heads.slots.") for name in names)
+    assert not any(name.startswith("encoder.backbone.") for name in names)
+
+
+def test_same_config_and_seed_give_the_same_metrics(tiny_run, tmp_path):
+    _, first = tiny_run
+    second = run(tiny_config(), tmp_path)
+    assert without_timing(second) == without_timing(json.loads(json.dumps(first)))
+
+
+def test_a_failed_run_says_why(tmp_path):
+    with pytest.raises(DataError):
+        config = tiny_config("data=snips", f"data.path={tmp_path / 'missing'}", base=("backbone=tiny",))
+        run(config, tmp_path / "run")
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["status"] == "failed"
+    assert "DataError" in status["error"] and "Traceback" in status["traceback"]
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_freezing_all_trains_nothing_and_reports_the_untrained_model(tmp_path):
+    metrics = run(tiny_config("freezing=all"), tmp_path)
+    assert metrics["cost"]["params_trainable"] == 0
+    assert metrics["best_epoch"] == 0
+    assert metrics["drift"]["cka"]["mean"] == pytest.approx(1.0)
+    assert pd.read_csv(tmp_path / "history.csv")["epoch"].tolist() == [0]
+
+
+def test_early_stopping_ends_a_run_that_stops_improving(tmp_path):
+    metrics = run(
+        tiny_config("trainer.epochs=6", "trainer.early_stopping.patience=1", "optim.lr=1e-12",
+                    "trainer.early_stopping.metric=dev.intent.accuracy"),
+        tmp_path,
+    )
+    assert metrics["epochs_run"] == 2
+    assert metrics["best_epoch"] == 1
+
+
+def train_command(run_dir: Path, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "mtexp.train", *TINY, "trainer.epochs=3", "data.size=800",
+            f"hydra.run.dir={run_dir}", *overrides]
+
+
+def test_a_killed_run_resumes_to_the_same_metrics(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
+    subprocess.run(train_command(reference_dir), check=True, cwd=REPO_ROOT, env=env,
+                   capture_output=True, timeout=600)
+    process = subprocess.Popen(train_command(killed_dir), cwd=REPO_ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = killed_dir / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 600
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (killed_dir / "metrics.json").exists()
+    subprocess.run(train_command(killed_dir, "trainer.resume=true"), check=True, cwd=REPO_ROOT,
+                   env=env, capture_output=True, timeout=600)
+    reference = json.loads((reference_dir / "metrics.json").read_text())
+    resumed = json.loads((killed_dir / "metrics.json").read_text())
+    assert without_timing(resumed) == without_timing(reference)
