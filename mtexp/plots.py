@@ -1,0 +1,166 @@
+"""Report figures (matplotlib, no pyplot state): quality vs cost, dev curves, CKA per layer,
+learning curves. Each builder returns a Figure, or None when the runs lack what it needs."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from mtexp.results import completed_mask, sort_groups, task_metrics
+
+FRACTION = "cfg.data.train_fraction"
+PANEL = (4.8, 3.6)
+
+
+def group_label(values: Sequence[object], by: Sequence[str]) -> str:
+    """`backbone`, or `none / train_fraction=0.05` for config columns."""
+    parts = [f"{c.rsplit('.', 1)[-1]}={v}" if c.startswith("cfg.") else str(v)
+             for c, v in zip(by, values, strict=True)]
+    return " / ".join(parts) or "all runs"
+
+
+def _groups(df: pd.DataFrame, by: Sequence[str]) -> list[tuple[str, pd.DataFrame]]:
+    if not by:
+        return [("all runs", df)]
+    out = []
+    keys = sort_groups(df[list(by)].drop_duplicates(), by)
+    for values in keys.itertuples(index=False):
+        mask = pd.Series(True, index=df.index)
+        for col, v in zip(by, values, strict=True):
+            mask &= df[col].isna() if pd.isna(v) else df[col].eq(v)
+        out.append((group_label(values, by), df[mask]))
+    return out
+
+
+def _figure(panels: int) -> tuple[Figure, list]:
+    fig = Figure(figsize=(PANEL[0] * panels, PANEL[1]), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, [fig.add_subplot(1, panels, i + 1) for i in range(panels)]
+
+
+def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def quality_vs(df: pd.DataFrame, by: Sequence[str], x: str, xlabel: str) -> Figure | None:
+    """Each task's headline test score (mean ± std over seeds) against a cost column."""
+    runs = df[completed_mask(df)]
+    metrics = task_metrics(runs)
+    if not metrics or x not in runs.columns or runs[x].isna().all():
+        return None
+    fig, axes = _figure(len(metrics))
+    for ax, (task, metric) in zip(axes, metrics.items(), strict=True):
+        groups = _groups(runs, by)
+        for label, sub in groups:
+            xs, ys = sub[x].astype(float), sub[metric].astype(float)
+            ax.errorbar(xs.mean(), ys.mean(), xerr=xs.std(), yerr=ys.std(), fmt="o", capsize=3,
+                        label=label)
+            if len(groups) <= 5:  # beyond that the labels overlap; the legend names them
+                ax.annotate(label, (xs.mean(), ys.mean()), textcoords="offset points",
+                            xytext=(4, 4), fontsize=7)
+        ax.set_xscale("symlog", linthresh=max(1.0, float(runs[x].abs().min() or 1.0)))
+        ax.set(xlabel=xlabel, ylabel=metric, title=task)
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=7)
+    return fig
+
+
+def dev_curves(hist: pd.DataFrame, by: Sequence[str], metrics: dict[str, str]) -> Figure | None:
+    """Dev headline score per epoch (mean over seeds) for each group."""
+    if hist.empty or "epoch" not in hist.columns:
+        return None
+    cols = {t: c.replace("test.", "dev.", 1) for t, c in metrics.items()}
+    cols = {t: c for t, c in cols.items() if c in hist.columns and hist[c].notna().any()}
+    if not cols:
+        return None
+    done = hist[hist["status"].eq("completed")] if "status" in hist.columns else hist
+    fig, axes = _figure(len(cols))
+    for ax, (task, col) in zip(axes, cols.items(), strict=True):
+        for label, sub in _groups(done, by):
+            per_run = sub.dropna(subset=[col]).groupby(["run_dir", "epoch"])[col].last()
+            curve = per_run.groupby(level="epoch").mean()
+            if len(curve):
+                ax.plot(curve.index, curve.to_numpy(), marker="o", label=label)
+        ax.set(xlabel="epoch", ylabel=col, title=f"{task}: dev per epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=7)
+    return fig
+
+
+def cka_layers(df: pd.DataFrame, by: Sequence[str]) -> Figure | None:
+    """Linear CKA between pre-trained and trained hidden states, per layer (1 = unchanged)."""
+    layers = sorted((c for c in df.columns if c.startswith("drift.cka.layer_")
+                     and c.rsplit("_", 1)[1].isdigit()), key=lambda c: int(c.rsplit("_", 1)[1]))
+    runs = df[completed_mask(df)]
+    if not layers or runs[layers].isna().all().all():
+        return None
+    fig, (ax,) = _figure(1)
+    index = [int(c.rsplit("_", 1)[1]) for c in layers]
+    for label, sub in _groups(runs, by):
+        means = sub[layers].astype(float).mean()
+        if means.notna().any():
+            ax.plot(index, means.to_numpy(), marker="o", label=label)
+    ax.set(xlabel="layer (0 = embeddings output)", ylabel="CKA to pre-trained",
+           title="per-layer drift", xticks=index)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def learning_curve(df: pd.DataFrame, by: Sequence[str]) -> Figure | None:
+    """Headline test score against `data.train_fraction`, when the runs vary it."""
+    runs = df[completed_mask(df)]
+    metrics = task_metrics(runs)
+    if FRACTION not in runs.columns or runs[FRACTION].nunique() < 2 or not metrics:
+        return None
+    lines = [b for b in by if b != FRACTION]
+    fig, axes = _figure(len(metrics))
+    for ax, (task, metric) in zip(axes, metrics.items(), strict=True):
+        for label, sub in _groups(runs, lines):
+            stats = sub.groupby(FRACTION)[metric].agg(["mean", "std"])
+            ax.errorbar(stats.index, stats["mean"], yerr=stats["std"], marker="o", capsize=3,
+                        label=label)
+        ax.set_xscale("log")
+        ax.set(xlabel="train fraction", ylabel=metric, title=f"{task}: learning curve")
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=7)
+    return fig
+
+
+PLOTS: dict[str, tuple[str, Callable[..., Figure | None]]] = {
+    "quality_vs_params": ("Test score against trainable parameters (mean ± std over seeds).",
+                          lambda df, h, by: quality_vs(df, by, "cost.params_trainable",
+                                                       "trainable parameters")),
+    "quality_vs_time": ("Test score against training time.",
+                        lambda df, h, by: quality_vs(df, by, "cost.train_seconds",
+                                                     "training time (s)")),
+    "dev_curves": ("Dev score per epoch, mean over seeds.",
+                   lambda df, h, by: dev_curves(h, by, task_metrics(df))),
+    "cka_drift": ("Per-layer CKA between the pre-trained and the trained encoder (1 = unchanged).",
+                  lambda df, h, by: cka_layers(df, by)),
+    "learning_curve": ("Test score against the fraction of training data.",
+                       lambda df, h, by: learning_curve(df, by)),
+}
+
+
+def make_plots(df: pd.DataFrame, hist: pd.DataFrame, by: Sequence[str]) -> dict[str, Figure]:
+    """Every plot the runs allow, by name (see `PLOTS`); `by` columns missing in `hist` are
+    added from `df` through `run_dir`."""
+    if not hist.empty:
+        extra = [b for b in by if b not in hist.columns and b in df.columns]
+        if extra:
+            hist = hist.merge(df[["run_dir", *extra]], on="run_dir", how="left")
+    figures = {}
+    for name, (_, build) in PLOTS.items():
+        fig = build(df, hist, list(by))
+        if fig is not None:
+            figures[name] = fig
+    return figures

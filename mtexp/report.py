@@ -1,0 +1,289 @@
+"""`mtexp-report SWEEP_DIR... [--out DIR] [--by freezing]`: tables, plots, claims and one HTML page.
+
+Also `ReportCallback`, a Hydra callback that runs the same report at the end of a multirun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import html
+import logging
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from mtexp.claims import RULE, ClaimResult, claims_overview, evaluate_claims
+from mtexp.io import atomic_write_bytes, atomic_write_text
+from mtexp.plots import PLOTS, group_label, make_plots, png_bytes
+from mtexp.results import (
+    STAT_SEP,
+    default_metrics,
+    group_columns_of,
+    headline_metrics,
+    load_histories,
+    load_runs,
+    summarize,
+    varying_columns,
+)
+
+log = logging.getLogger(__name__)
+Table = tuple[list[str], list[list[str]]]
+
+
+def decimals(x: float) -> int:
+    a = abs(x)
+    return 0 if a >= 1000 or a == 0 else 1 if a >= 10 else 3 if a > 1 else 4
+
+
+def fmt(x: Any, digits: int | None = None) -> str:
+    """Compact number: thousands separators for large values, 4 decimals for scores."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if not isinstance(x, (int, float, np.number)):
+        return str(x)
+    if digits is None:
+        integral = isinstance(x, (int, np.integer)) or (abs(x) >= 10 and float(x).is_integer())
+        digits = 0 if integral else decimals(x)
+    text = f"{x:,.{digits}f}"
+    return text[1:] if text.startswith("-") and not text.strip("-0.,") else text  # no "-0.0000"
+
+
+def _cell(row: pd.Series, metric: str, n: int) -> str:
+    get = lambda s: row.get(f"{metric}{STAT_SEP}{s}")  # noqa: E731
+    if pd.isna(get("mean")):
+        return "–"
+    d = decimals(get("mean"))
+    text = f"{fmt(get('mean'), d)} ± {fmt(get('std'), d)} [{fmt(get('ci_low'), d)}, {fmt(get('ci_high'), d)}]"
+    return text if get("n") == n else f"{text} (n={int(get('n'))})"
+
+
+def summary_tables(summary: pd.DataFrame, by: Sequence[str], metrics: Sequence[str]) -> dict[str, Table]:
+    """Markdown/HTML-ready tables, one per metric family; one row per group."""
+    families = {
+        "Quality (test)": [m for m in metrics if m.startswith("test.")],
+        "Cost": [m for m in metrics if m.startswith("cost.")],
+        "Drift and convergence": [m for m in metrics if not m.startswith(("test.", "cost."))],
+    }
+    tables = {}
+    for title, cols in families.items():
+        cols = [m for m in cols if f"{m}{STAT_SEP}mean" in summary.columns]
+        if not cols:
+            continue
+        header = ["group", "n", "failed", "running", *cols]
+        rows = [[group_label([r[b] for b in by], by), str(r["n"]), str(r["failed"]), str(r["running"]),
+                 *(_cell(r, m, r["n"]) for m in cols)] for _, r in summary.iterrows()]
+        tables[title] = (header, rows)
+    return tables
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    lines = ["| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(map(esc, r)) + " |" for r in rows])
+
+
+def html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def evidence_table(res: ClaimResult) -> Table:
+    header = ["check", "scenario", "reference", "kind", "n", "reference value", "scenario value",
+              "effect [95% CI]", "relative", "verdict"]
+    rows = []
+    for _, e in res.evidence.iterrows():
+        effect = f"{fmt(e['effect'])} [{fmt(e['ci_low'])}, {fmt(e['ci_high'])}]"
+        rel = "–" if pd.isna(e["relative"]) else f"{100 * e['relative']:+.1f}%"
+        rows.append([f"{e['check']} ({e['metric']})", e["treatment"], e["reference"], e["effect_kind"],
+                     str(e["n"]), fmt(e["reference_mean"]), fmt(e["treatment_mean"]), effect, rel,
+                     e["verdict"]])
+    return header, rows
+
+
+def _claim_lines(res: ClaimResult) -> list[tuple[str, str]]:
+    spec = res.spec
+    lines = [("Claim", spec.text)]
+    lines += [("Note", spec.note)] if spec.note else []
+    lines += [("Runs that would decide it", res.missing)] if res.missing else []
+    lines += [("Not recorded", "; ".join(dict.fromkeys(res.notes)))] if res.notes else []
+    lines += [("Literature", spec.literature)] if spec.literature else []
+    return lines
+
+
+def claims_markdown(results: list[ClaimResult]) -> str:
+    overview = claims_overview(results)
+    parts = ["# Claims: measured evidence and verdicts", "", f"**Rule.** {RULE}", "",
+             md_table(list(overview.columns), overview.astype(str).to_numpy().tolist()), ""]
+    for res in results:
+        parts += [f"## {res.spec.id}: {res.spec.scenario} — {res.verdict}", ""]
+        parts += [f"**{k}.** {v}\n" for k, v in _claim_lines(res)]
+        if len(res.evidence):
+            parts += [md_table(*evidence_table(res)), ""]
+    return "\n".join(parts)
+
+
+def claims_html(results: list[ClaimResult]) -> str:
+    overview = claims_overview(results)
+    parts = [f"<p><b>Rule.</b> {html.escape(RULE.replace('**', ''))}</p>",
+             html_table(list(overview.columns), overview.astype(str).to_numpy().tolist())]
+    for res in results:
+        verdict = res.verdict.split(" ")[0]
+        parts.append(f"<h3>{res.spec.id}: {html.escape(res.spec.scenario)} — "
+                     f"<span class='{verdict}'>{html.escape(res.verdict)}</span></h3>")
+        parts += [f"<p><b>{k}.</b> {html.escape(v)}</p>" for k, v in _claim_lines(res)]
+        if len(res.evidence):
+            parts.append(html_table(*evidence_table(res)))
+    return "\n".join(parts)
+
+
+def _short(path: str, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root.resolve()))
+    except ValueError:
+        return path
+
+
+def run_issues(df: pd.DataFrame, root: Path) -> Table:
+    """Runs that are not aggregated or had problems: failed, unfinished, corrupt."""
+    bad = df[df["status"].ne("completed") | df["problems"].fillna("").ne("")]
+    rows = [[_short(r["run_dir"], root), r["status"], fmt(r["seed"]),
+             "; ".join(str(x) for x in (r["error"], r["problems"]) if isinstance(x, str) and x)]
+            for _, r in bad.iterrows()]
+    return ["run", "status", "seed", "error / problems"], rows
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}
+th{background:#f3f3f3}img{max-width:100%}.supported{color:#176d1b}.contradicted{color:#b3261e}
+.inconclusive{color:#8a6d00}figcaption{font-size:13px;color:#444}"""
+
+
+def render_html(meta: list[str], tables: dict[str, Table], issues: Table,
+                pngs: dict[str, bytes], results: list[ClaimResult]) -> str:
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>mtexp report</title>"
+             f"<style>{CSS}</style></head><body><h1>mtexp report</h1>"]
+    parts += [f"<p>{html.escape(line)}</p>" for line in meta]
+    parts.append("<h2>Summary (mean ± std [95% CI] over seeds)</h2>")
+    for title, table in tables.items():
+        parts += [f"<h3>{html.escape(title)}</h3>", html_table(*table)]
+    if issues[1]:
+        parts += ["<h3>Runs not aggregated or with problems</h3>", html_table(*issues)]
+    parts.append("<h2>Plots</h2>")
+    for name, data in pngs.items():
+        b64 = base64.b64encode(data).decode("ascii")
+        parts.append(f"<figure><img alt='{name}' src='data:image/png;base64,{b64}'>"
+                     f"<figcaption>{html.escape(PLOTS[name][0])}</figcaption></figure>")
+    parts += ["<h2>Claims</h2>", claims_html(results), "</body></html>"]
+    return "\n".join(parts)
+
+
+def choose_by(df: pd.DataFrame, by: Sequence[str] | None) -> list[str]:
+    """`by` as given, else the group/config columns that vary between runs, else `freezing`."""
+    if by:
+        return list(by)
+    varying = varying_columns(df)
+    if varying:
+        return varying
+    return ["freezing"] if "freezing" in df.columns else group_columns_of(df)[:1]
+
+
+def build_report(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str] | None = None,
+                 by: Sequence[str] | None = None, metrics: Sequence[str] | None = None) -> dict[str, Path]:
+    """Write summary.csv/.md, claims.md, the PNG plots and report.html; return them by name."""
+    paths = [Path(p) for p in paths]
+    out = Path(out) if out else paths[0] / "report"
+    df, hist = load_runs(*paths), load_histories(*paths)
+    if df.empty:
+        raise ValueError(f"no run directories under {', '.join(map(str, paths))}")
+    by = choose_by(df, by)
+    metrics = list(metrics) if metrics else default_metrics(df)
+    summary = summarize(df, by=by, metrics=metrics)
+    results = evaluate_claims(df, hist)
+    tables = summary_tables(summary, by, metrics)
+    figures = make_plots(df, hist, by)
+    pngs = {name: png_bytes(fig) for name, fig in figures.items()}
+    counts = ", ".join(f"{k}: {v}" for k, v in df["status"].value_counts().items())
+    meta = [f"Runs: {len(df)} ({counts}) from {', '.join(map(str, paths))}.",
+            f"Grouped by {', '.join(by)}; headline metrics: {', '.join(headline_metrics(df)) or '-'}.",
+            f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC} by mtexp-report."]
+    issues = run_issues(df, paths[0])
+    legend = "Cells: mean ± std [95% t-interval over seeds]; n = completed runs."
+    if (summary["n"] > summary["seeds"]).any():
+        meta.append("Some groups hold several completed runs with the same seed (e.g. one "
+                    "configuration in two sweeps); their intervals treat those runs as independent.")
+    md = ["# Summary", "", *meta, "", legend, ""]
+    for title, table in tables.items():
+        md += [f"## {title}", "", md_table(*table), ""]
+    if issues[1]:
+        md += ["## Runs not aggregated or with problems", "", md_table(*issues), ""]
+    written = {"summary.csv": out / "summary.csv", "summary.md": out / "summary.md",
+               "claims.md": out / "claims.md", "report.html": out / "report.html"}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(written["summary.csv"], summary.to_csv(index=False))
+    atomic_write_text(written["summary.md"], "\n".join(md))
+    atomic_write_text(written["claims.md"], claims_markdown(results))
+    for name, data in pngs.items():
+        written[f"{name}.png"] = out / f"{name}.png"
+        atomic_write_bytes(written[f"{name}.png"], data)
+    atomic_write_text(written["report.html"], render_html(meta, tables, issues, pngs, results))
+    return written
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="mtexp-report", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dirs", nargs="+", metavar="SWEEP_DIR", help="run or sweep folders")
+    parser.add_argument("--out", help="output folder (default: <first SWEEP_DIR>/report)")
+    parser.add_argument("--by", nargs="+", help="group columns, e.g. freezing or freezing,optim "
+                        "(default: the group choices and overridden config keys that vary)")
+    parser.add_argument("--metrics", nargs="+", help="metric columns (default: headline test "
+                        "scores, cost.*, drift.cka.mean, convergence.*)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    by = [b for item in args.by or [] for b in item.split(",") if b]
+    try:
+        written = build_report(args.sweep_dirs, out=args.out, by=by or None, metrics=args.metrics)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        print(f"mtexp-report: {err}", file=sys.stderr)
+        return 2
+    print(f"report written to {written['report.html'].parent}")
+    for name in written:
+        print(f"  {name}")
+    return 0
+
+
+class ReportCallback(Callback):
+    """Runs the report on `hydra.sweep.dir` at the end of a multirun; logs, never raises.
+
+    Hydra calls `on_multirun_end` only when every job returned; enable with
+    `hydra.callbacks.report._target_=mtexp.report.ReportCallback`.
+    """
+
+    def __init__(self, out: str | None = None, by: Sequence[str] | str | None = None) -> None:
+        self.out = out
+        self.by = [by] if isinstance(by, str) else list(by) if by else None
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            sweep_dir = Path(str(config.hydra.sweep.dir))
+            written = build_report([sweep_dir], out=self.out, by=self.by)
+            log.info("mtexp report written to %s", written["report.html"].parent)
+        except Exception:
+            log.exception("mtexp report for the sweep failed")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,320 @@
+"""Read run directories into one table and summarise it per group (mean, std, 95% CI over seeds, n).
+
+Every view of a sweep (tables, plots, claims, the notebook) starts from `load_runs`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from scipy import stats
+
+RUN_MARKERS = ("status.json", "metrics.json", ".hydra")
+KNOWN_GROUPS = ("backbone", "data", "freezing", "optim", "schedule", "trainer", "logger")
+INFO_COLUMNS = (
+    "seed", "status", "error", "started", "ended", "run_dir", "overrides", "problems", "has_metrics",
+)
+# Preferred row order for known group values (reference first); others follow alphabetically.
+VALUE_ORDER = {
+    "freezing": ("none", "all", "backbone", "partial", "gradual", "head_a", "head_b", "one_head"),
+    "optim": ("adamw", "uniform", "split", "llrd", "discriminative", "per_task_heads"),
+}
+HEADLINE = re.compile(r"test\.([^.]+\.(accuracy|macro_f1|f1|sentence_accuracy)|score)")
+STAT_SEP = ":"
+_PRUNE = {".hydra", "checkpoints", "__pycache__", ".git"}
+
+
+class RunLoadWarning(UserWarning):
+    """A run directory had a missing, unreadable or corrupt file; the run is kept."""
+
+
+def find_run_dirs(*paths: str | os.PathLike[str]) -> list[Path]:
+    """Folders holding status.json, metrics.json or .hydra/ under `paths` (runs are not nested)."""
+    found: list[Path] = []
+    for root in map(Path, paths):
+        if not root.exists():
+            raise FileNotFoundError(f"no such directory: {root}")
+        for dirpath, dirnames, _ in os.walk(root):
+            here = Path(dirpath)
+            if any((here / m).exists() for m in RUN_MARKERS):
+                found.append(here)
+                dirnames[:] = []
+            else:
+                dirnames[:] = sorted(d for d in dirnames if d not in _PRUNE)
+    return sorted(dict.fromkeys(p.resolve() for p in found))
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping -> {"a.b.c": leaf}; lists become JSON strings so that cells stay hashable."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            flat[name] = json.dumps(value, default=str)
+        else:
+            flat[name] = value
+    return flat
+
+
+def _read(path: Path, problems: list[str], kind: type) -> Any:
+    """Parse a JSON or YAML file; None when absent; a problem note (not an exception) when corrupt."""
+    if not path.is_file():
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+        doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as err:
+        problems.append(f"{path.name}: unreadable ({type(err).__name__}: {str(err)[:120]})")
+        return None
+    if not isinstance(doc, kind):
+        problems.append(f"{path.name}: expected a {kind.__name__}, got {type(doc).__name__}")
+        return None
+    return doc
+
+
+def _choices(run: Path, problems: list[str]) -> dict[str, Any]:
+    choices = _read(run / "choices.yaml", problems, dict)
+    if choices is None:
+        hydra_cfg = _read(run / ".hydra" / "hydra.yaml", problems, dict) or {}
+        choices = hydra_cfg.get("hydra", {}).get("runtime", {}).get("choices", {}) or {}
+    return {k: v for k, v in choices.items() if not str(k).startswith("hydra/")}
+
+
+def _seed(metrics: dict, config: dict, run: Path) -> int | None:
+    for source in (metrics, config):
+        if isinstance(source.get("seed"), (int, float)):
+            return int(source["seed"])
+    match = re.search(r"seed[_=-]?(\d+)", run.name)
+    return int(match.group(1)) if match else None
+
+
+def read_run(run: str | os.PathLike[str]) -> dict[str, Any]:
+    """One row for one run directory; never raises on bad content (see the `problems` entry)."""
+    return _read_run(Path(run))[0]
+
+
+def _read_run(run: Path) -> tuple[dict[str, Any], list[str]]:
+    problems: list[str] = []
+    status_doc = _read(run / "status.json", problems, dict) or {}
+    metrics = _read(run / "metrics.json", problems, dict)
+    config = _read(run / "config.yaml", problems, dict)
+    if config is None:
+        config = _read(run / ".hydra" / "config.yaml", problems, dict) or {}
+    overrides = _read(run / "overrides.yaml", problems, list)
+    if overrides is None:
+        overrides = _read(run / ".hydra" / "overrides.yaml", problems, list) or []
+    status = status_doc.get("status") or (metrics or {}).get("status") or "unknown"
+    if status == "completed" and metrics is None and not any("metrics" in p for p in problems):
+        problems.append("metrics.json: missing although the run completed")
+    choices = _choices(run, problems)
+    row: dict[str, Any] = {k: None if v is None else str(v) for k, v in choices.items()}
+    row.update(
+        seed=_seed(metrics or {}, config, run),
+        status=str(status),
+        error=status_doc.get("error"),
+        started=status_doc.get("started"),
+        ended=status_doc.get("ended"),
+        run_dir=str(run),
+        overrides=" ".join(map(str, overrides)),
+        problems="; ".join(problems),
+        has_metrics=bool(metrics),
+    )
+    leaves = {k: v for k, v in (metrics or {}).items() if k not in ("status", "seed")}
+    row.update(flatten(leaves))
+    before, after = row.get("drift.sts_spearman_before"), row.get("drift.sts_spearman_after")
+    if isinstance(before, (int, float)) and isinstance(after, (int, float)):
+        row["drift.sts_spearman_change"] = after - before
+    row.update(flatten({k: v for k, v in config.items() if k != "hydra"}, "cfg."))
+    return row, list(choices)
+
+
+def _order(columns: Iterable[str], names: Sequence[str]) -> list[str]:
+    groups = [c for c in KNOWN_GROUPS if c in names] + [c for c in names if c not in KNOWN_GROUPS]
+    cfg = sorted(c for c in columns if c.startswith("cfg."))
+    rest = [c for c in columns if c not in groups and c not in INFO_COLUMNS and c not in cfg]
+    return groups + list(INFO_COLUMNS) + rest + cfg
+
+
+def load_runs(*paths: str | os.PathLike[str]) -> pd.DataFrame:
+    """One row per run directory found under `paths`, whatever its status.
+
+    Columns: group choices, `seed`, `status`, `error`, `run_dir`, `overrides`, `problems`
+    (empty when all files read), `has_metrics`, every metrics.json leaf (`test.intent.accuracy`),
+    and the resolved config as `cfg.<key>`. Corrupt files raise a `RunLoadWarning`, never an error.
+    """
+    if not paths:
+        raise ValueError("load_runs needs at least one directory")
+    read = [_read_run(run) for run in find_run_dirs(*paths)]
+    rows = [row for row, _ in read]
+    groups = list(dict.fromkeys(g for _, names in read for g in names))
+    for row in rows:
+        if row["problems"]:
+            warnings.warn(f"{row['run_dir']}: {row['problems']}", RunLoadWarning, stacklevel=2)
+    columns = list(dict.fromkeys(k for row in rows for k in row)) or list(INFO_COLUMNS)
+    df = pd.DataFrame(rows, columns=_order(columns, groups))
+    df.attrs["group_columns"] = [c for c in df.columns if c in groups]
+    return df
+
+
+def load_histories(*paths: str | os.PathLike[str]) -> pd.DataFrame:
+    """All history.csv rows with `run_dir`, `seed`, `status` and the group choices of their run."""
+    frames = []
+    for run in find_run_dirs(*paths):
+        path = run / "history.csv"
+        if not path.is_file():
+            continue
+        try:
+            hist = pd.read_csv(path)
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            warnings.warn(f"{path}: unreadable ({err})", RunLoadWarning, stacklevel=2)
+            continue
+        info, groups = _read_run(run)
+        keep = {k: info[k] for k in [*groups, "seed", "status", "run_dir"]}
+        frames.append(hist.assign(**keep))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def group_columns_of(df: pd.DataFrame) -> list[str]:
+    """The group-choice columns (`freezing`, `optim`, ...) of a `load_runs` frame."""
+    if "group_columns" in df.attrs:
+        return [c for c in df.attrs["group_columns"] if c in df.columns]
+    return [c for c in df.columns if "." not in c and c not in INFO_COLUMNS and c != "best_epoch"]
+
+
+def completed_mask(df: pd.DataFrame) -> pd.Series:
+    """Runs that completed and whose metrics.json was read: the ones that are aggregated."""
+    if df.empty:
+        return pd.Series(False, index=df.index)
+    return df["status"].eq("completed") & df["has_metrics"].astype(bool)
+
+
+def metric_columns(df: pd.DataFrame) -> list[str]:
+    """Numeric metrics.json columns (dotted names, no `cfg.`), plus `best_epoch`."""
+    skip = set(INFO_COLUMNS)
+    return [c for c in df.columns
+            if c not in skip and not c.startswith("cfg.") and ("." in c or c == "best_epoch")
+            and pd.api.types.is_numeric_dtype(df[c])]
+
+
+def headline_metrics(df: pd.DataFrame) -> list[str]:
+    """Test scores per task (`accuracy`, `macro_f1`, `f1`), joint sentence accuracy and `score`
+    (the trainer's mean of the tasks' headline scores)."""
+    return [c for c in metric_columns(df) if HEADLINE.fullmatch(c)]
+
+
+def task_metrics(df: pd.DataFrame) -> dict[str, str]:
+    """task -> its headline test column: `accuracy` for sequence tasks (listed first), `f1` for
+    token tasks."""
+    found: dict[str, str] = {}
+    for suffix in ("accuracy", "f1"):
+        for c in df.columns:
+            parts = c.split(".")
+            if len(parts) == 3 and parts[0] == "test" and parts[2] == suffix \
+                    and parts[1] != "joint":
+                found.setdefault(parts[1], c)
+    return found
+
+
+def default_metrics(df: pd.DataFrame) -> list[str]:
+    cols = metric_columns(df)
+    cost = [c for c in cols if c.startswith("cost.")]
+    drift = [c for c in ("drift.cka.mean", "drift.sts_spearman_change") if c in cols]
+    conv = [c for c in cols if c.startswith("convergence.")]
+    return headline_metrics(df) + cost + drift + conv
+
+
+def mean_ci(values: Iterable[float], level: float = 0.95) -> dict[str, float]:
+    """Mean, sample std, t-interval for the mean and n over the finite values."""
+    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    n = len(x)
+    mean = float(x.mean()) if n else math.nan
+    std = float(x.std(ddof=1)) if n > 1 else math.nan
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * std / math.sqrt(n)) if n > 1 else math.nan
+    return {"mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half, "n": n}
+
+
+def sort_groups(df: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """Sort rows by the group columns, known reference values (e.g. `none`) first."""
+    def key(col: pd.Series) -> pd.Series:
+        order = VALUE_ORDER.get(str(col.name), ())
+        if pd.api.types.is_numeric_dtype(col):
+            return col
+        return col.map(lambda v: (order.index(v) if v in order else len(order), str(v)))
+    return df.sort_values(list(by), key=key, na_position="last", kind="stable")
+
+
+def summarize(
+    df: pd.DataFrame, by: str | Sequence[str] = ("freezing",), metrics: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Per group: run counts (`runs`, `n` completed, `seeds` distinct among them, `failed`,
+    `running`, `problems`) and, for each metric, `<metric>:mean`, `:std`, `:ci_low`, `:ci_high`
+    (95% t-interval over seeds) and `:n`. Only completed runs with readable metrics count."""
+    by = [by] if isinstance(by, str) else list(by)
+    absent = [b for b in by if b not in df.columns]
+    if absent:
+        raise KeyError(f"cannot group by {absent}: no such column (have {group_columns_of(df)})")
+    metrics = [m for m in (metrics or default_metrics(df)) if m in df.columns]
+    ok = completed_mask(df)
+    rows = []
+    for key, sub in df.groupby(by, dropna=False, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        good = sub[ok.loc[sub.index]]
+        row: dict[str, Any] = dict(zip(by, key, strict=True))
+        row.update(
+            runs=len(sub), n=len(good), seeds=int(good["seed"].nunique()),
+            failed=int(sub["status"].eq("failed").sum()),
+            running=int(sub["status"].eq("running").sum()),
+            problems=int(sub["problems"].fillna("").ne("").sum()),
+        )
+        for m in metrics:
+            values = pd.to_numeric(good[m], errors="coerce").to_numpy(dtype=float)
+            row.update({f"{m}{STAT_SEP}{s}": v for s, v in mean_ci(values).items()})
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    return sort_groups(out, by).reset_index(drop=True) if len(out) else out
+
+
+def varying_columns(df: pd.DataFrame) -> list[str]:
+    """Group columns, and config keys set by overrides, that differ between runs (seed excluded)."""
+    cols = [c for c in group_columns_of(df) if df[c].nunique(dropna=False) > 1]
+    keys = {m.group(1) for s in df.get("overrides", pd.Series(dtype=str)).dropna()
+            for m in re.finditer(r"(?:^|\s)\+*([\w.]+)=", str(s))}
+    for key in sorted(keys):
+        col = f"cfg.{key}"
+        if key != "seed" and col in df.columns and df[col].nunique(dropna=False) > 1:
+            cols.append(col)
+    return cols
+
+
+def add_derived(df: pd.DataFrame, histories: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Adds `drift.cka.top_minus_bottom` and, from history.csv, `stability.loss_spikes`."""
+    layers = sorted((c for c in df.columns if c.startswith("drift.cka.layer_")),
+                    key=lambda c: int(c.rsplit("_", 1)[1]) if c.rsplit("_", 1)[1].isdigit() else -1)
+    out = df.copy()
+    if len(layers) >= 2:
+        out["drift.cka.top_minus_bottom"] = out[layers[-1]] - out[layers[0]]
+    if histories is not None and not histories.empty and "train.loss" in histories.columns:
+        order = "step" if "step" in histories.columns else "epoch"
+        spikes = (histories.dropna(subset=["train.loss"]).sort_values(order)
+                  .groupby("run_dir")["train.loss"].agg(count_spikes))
+        out["stability.loss_spikes"] = out["run_dir"].map(spikes)
+    return out
+
+
+def count_spikes(loss: pd.Series, rise: float = 0.10) -> int:
+    """Rows whose loss is non-finite or exceeds the previous row's by more than `rise`."""
+    x = loss.to_numpy(dtype=float)
+    jumps = np.sum(x[1:] > x[:-1] * (1 + rise)) if len(x) > 1 else 0
+    return int(jumps + np.sum(~np.isfinite(x)))
