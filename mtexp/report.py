@@ -244,18 +244,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="mtexp-report", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dirs", nargs="+", metavar="SWEEP_DIR", help="run or sweep folders")
     parser.add_argument("--out", help="output folder (default: <first SWEEP_DIR>/report)")
-    parser.add_argument("--by", nargs="+", help="group columns, e.g. freezing or freezing,optim "
-                        "(default: the group choices and overridden config keys that vary)")
-    parser.add_argument("--metrics", nargs="+", help="metric columns (default: headline test "
-                        "scores, cost.*, drift.cka.mean, convergence.*)")
+    parser.add_argument("--by", action="append", help="group columns, comma-separated or repeated, "
+                        "e.g. freezing or freezing,cfg.data.train_fraction (default: the group "
+                        "choices and overridden config keys that vary between runs)")
+    parser.add_argument("--metrics", action="append", help="metric columns, comma-separated "
+                        "(default: headline test scores, cost.*, drift, convergence.*)")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    by = [b for item in args.by or [] for b in item.split(",") if b]
+    split = lambda items: [x for item in items or [] for x in item.split(",") if x]  # noqa: E731
     try:
-        written = build_report(args.sweep_dirs, out=args.out, by=by or None, metrics=args.metrics)
+        written = build_report(args.sweep_dirs, out=args.out, by=split(args.by) or None,
+                               metrics=split(args.metrics) or None)
     except (FileNotFoundError, ValueError, KeyError) as err:
         print(f"mtexp-report: {err}", file=sys.stderr)
         return 2

@@ -197,7 +197,8 @@ def completed_mask(df: pd.DataFrame) -> pd.Series:
     """Runs that completed and whose metrics.json was read: the ones that are aggregated."""
     if df.empty:
         return pd.Series(False, index=df.index)
-    return df["status"].eq("completed") & df["has_metrics"].astype(bool)
+    has_metrics = df["has_metrics"].astype(bool) if "has_metrics" in df.columns else True
+    return df["status"].eq("completed") & has_metrics
 
 
 def metric_columns(df: pd.DataFrame) -> list[str]:
@@ -276,7 +277,7 @@ def summarize(
             runs=len(sub), n=len(good), seeds=int(good["seed"].nunique()),
             failed=int(sub["status"].eq("failed").sum()),
             running=int(sub["status"].eq("running").sum()),
-            problems=int(sub["problems"].fillna("").ne("").sum()),
+            problems=int(sub["problems"].fillna("").ne("").sum()) if "problems" in sub else 0,
         )
         for m in metrics:
             values = pd.to_numeric(good[m], errors="coerce").to_numpy(dtype=float)

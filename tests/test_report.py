@@ -30,7 +30,8 @@ def sweeps(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_report_cli_writes_everything(sweeps: tuple[Path, Path], capsys) -> None:
     freezing, _ = sweeps
-    assert main([str(freezing), "--by", "freezing"]) == 0
+    assert main(["--by", "freezing", str(freezing), "--metrics", "test.intent.accuracy,cost.train_seconds",
+                 "--metrics", "test.slots.f1"]) == 0
     out = freezing / "report"
     expected = {"summary.csv", "summary.md", "claims.md", "report.html", "quality_vs_params.png",
                 "quality_vs_time.png", "dev_curves.png", "cka_drift.png"}
@@ -40,6 +41,8 @@ def test_report_cli_writes_everything(sweeps: tuple[Path, Path], capsys) -> None
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary["freezing"]) == list(SCENARIOS)
     assert list(summary["n"]) == [3, 3, 3, 3]
+    assert [c for c in summary.columns if c.endswith(":mean")] == [
+        "test.intent.accuracy:mean", "cost.train_seconds:mean", "test.slots.f1:mean"]
     assert summary.set_index("freezing").loc["backbone", "failed"] == 1
     md = (out / "summary.md").read_text()
     for scenario in SCENARIOS:
@@ -59,7 +62,7 @@ def test_report_cli_writes_everything(sweeps: tuple[Path, Path], capsys) -> None
 def test_report_learning_curve_and_auto_grouping(sweeps: tuple[Path, Path], tmp_path: Path) -> None:
     freezing, lc = sweeps
     out = tmp_path / "out"
-    assert main([str(lc), str(freezing), "--out", str(out)]) == 0
+    assert main(["--out", str(out), str(lc), str(freezing)]) == 0
     assert (out / "learning_curve.png").is_file()
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary.columns[:2]) == ["freezing", "cfg.data.train_fraction"]
