@@ -241,7 +241,8 @@ def build_report(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="mtexp-report", description=__doc__.splitlines()[0])
+    about = "Tables, plots, claim verdicts and one self-contained HTML page for mtexp runs."
+    parser = argparse.ArgumentParser(prog="mtexp-report", description=about)
     parser.add_argument("sweep_dirs", nargs="+", metavar="SWEEP_DIR", help="run or sweep folders")
     parser.add_argument("--out", help="output folder (default: <first SWEEP_DIR>/report)")
     parser.add_argument("--by", action="append", help="group columns, comma-separated or repeated, "
