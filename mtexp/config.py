@@ -11,13 +11,15 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from mtexp.data.config import data_config
+from mtexp.data.types import DataError
 from mtexp.freezing import FreezingConfig
 from mtexp.optim import OptimConfig, ScheduleConfig
 from mtexp.pooling import POOLING_MODES
 
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
-LOGGERS = ("none", "csv", "tensorboard")
+LOGGERS = ("none", "csv")
 
 
 class ConfigError(ValueError):
@@ -163,6 +165,10 @@ def validate(cfg: DictConfig) -> RunConfig:
     seed = cfg.get("seed", 0)
     _require(isinstance(seed, int) and seed >= 0, "seed", "an integer >= 0", seed)
     nodes = {group: _typed_node(group, schema, cfg.get(group)) for group, schema in GROUP_SCHEMAS.items()}
+    try:
+        data_config(cfg.data)
+    except DataError as error:
+        raise ConfigError(str(error)) from None
     return RunConfig(seed=seed, data=cfg.data, **nodes)
 
 

@@ -67,7 +67,7 @@ def git_revision(root: Path = REPO_ROOT) -> tuple[str | None, bool | None]:
     return revision, bool(dirty)
 
 
-def environment(device: torch.device) -> dict[str, Any]:
+def environment(device: torch.device, world_size: int = 1) -> dict[str, Any]:
     import hydra
     import transformers
 
@@ -85,8 +85,9 @@ def environment(device: torch.device) -> dict[str, Any]:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
+        "world_size": world_size,
     }
 
 
-def write_environment(run_dir: Path, device: torch.device) -> None:
-    atomic_write_json(run_dir / "env.json", environment(device))
+def write_environment(run_dir: Path, device: torch.device, world_size: int = 1) -> None:
+    atomic_write_json(run_dir / "env.json", environment(device, world_size))

@@ -23,12 +23,20 @@ from omegaconf import DictConfig
 
 from mtexp.checkpoint import save_model
 from mtexp.config import RunConfig, check_task_names, validate
-from mtexp.data import data_config, load_data
-from mtexp.data.features import build_features
+from mtexp.data import MultiTaskData, data_config, load_data
+from mtexp.data.features import Features, build_features
+from mtexp.distributed import (
+    DistContext,
+    broadcast_object,
+    context_from_env,
+    init_distributed,
+    rank_device,
+    shutdown_distributed,
+)
 from mtexp.drift import layer_cka, sample_sentences, sts_spearman
 from mtexp.encoder import SentenceEncoder
 from mtexp.evaluate import evaluate_split
-from mtexp.io import atomic_write_json
+from mtexp.io import atomic_write_json, atomic_write_text
 from mtexp.metrics import convergence_measures
 from mtexp.model import MultiTaskModel
 from mtexp.rundir import METRICS_FILE, now_iso, write_config, write_environment, write_status
@@ -71,44 +79,60 @@ def build_encoder(run: RunConfig) -> SentenceEncoder:
 
 def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
         overrides: list[str] | None = None) -> dict[str, Any]:
-    """Train and evaluate one configuration, writing the run directory. Returns metrics.json."""
+    """Train and evaluate one configuration, writing the run directory. Returns metrics.json.
+
+    Under torchrun every rank trains; rank 0's run directory is the one written.
+    """
     run_config = validate(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    context = context_from_env()
+    device = rank_device(pick_device(run_config.trainer.device), context)
+    init_distributed(device)
+    run_dir = Path(broadcast_object(str(run_dir), context))
+    writes = context.is_main
     started = now_iso()
-    write_status(run_dir, "running", started)
+    if writes:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_status(run_dir, "running", started)
     try:
-        write_config(run_dir, cfg, choices or {}, overrides or [])
-        metrics = train_and_evaluate(run_config, run_dir)
+        if writes:
+            write_config(run_dir, cfg, choices or {}, overrides or [])
+        metrics = train_and_evaluate(run_config, run_dir, device, context)
     except BaseException as error:
-        write_status(run_dir, "failed", started, error)
+        if writes:
+            write_status(run_dir, "failed", started, error)
         raise
-    write_status(run_dir, "completed", started)
+    finally:
+        shutdown_distributed()
+    if writes:
+        write_status(run_dir, "completed", started)
     return metrics
 
 
-def train_and_evaluate(run: RunConfig, run_dir: Path) -> dict[str, Any]:
+def build_model(run: RunConfig, data: MultiTaskData) -> MultiTaskModel:
+    """The encoder and one head per task, initialised from the run's seed."""
+    seed_everything(run.seed)
+    encoder = build_encoder(run)
+    seed_everything(run.seed)
+    return MultiTaskModel(
+        encoder, data.tasks, run.model.head_hidden, run.model.head_dropout, run.model.loss_weights
+    )
+
+
+def train_and_evaluate(run: RunConfig, run_dir: Path, device: torch.device,
+                       context: DistContext) -> dict[str, Any]:
     if run.trainer.threads:
         torch.set_num_threads(run.trainer.threads)
-    device = pick_device(run.trainer.device)
-    write_environment(run_dir, device)
-    seed_everything(run.seed)
-    data = load_data(run.data, seed=run.seed)
-    check_task_names(run, [task.name for task in data.tasks])
-    encoder = build_encoder(run)
-    settings = data_config(run.data)
-    features = build_features(
-        data, encoder.tokenizer, run.backbone.max_length,
-        label_all_tokens=settings["label_all_tokens"], cache_dir=settings["cache_dir"],
-    )
-    seed_everything(run.seed)
-    model = MultiTaskModel(
-        encoder, data.tasks, run.model.head_hidden, run.model.head_dropout, run.model.loss_weights
-    ).to(device)
-    atomic_write_json(run_dir / "labels.json", {task.name: list(task.labels) for task in data.tasks})
+    if context.is_main:
+        write_environment(run_dir, device, context.world_size)
+    data = load_data_checked(run)
+    model = build_model(run, data).to(device)
+    features = build_run_features(run, data, model.encoder.tokenizer)
+    if context.is_main:
+        atomic_write_json(run_dir / "labels.json", {task.name: list(task.labels) for task in data.tasks})
     pretrained = copy.deepcopy(model.encoder).eval() if run.eval.cka_sentences else None
     sts_before = measure_sts(run, model.encoder)
 
-    trainer = Trainer(run, model, data, features, device, run_dir)
+    trainer = Trainer(run, model, data, features, device, run_dir, context)
     result = trainer.fit()
     model.eval()
     dev = evaluate_split(data, "dev", trainer.forward, trainer.batches_for)
@@ -123,12 +147,30 @@ def train_and_evaluate(run: RunConfig, run_dir: Path) -> dict[str, Any]:
         "cost": cost_measures(model, result),
         "drift": drift_measures(run, data, pretrained, model.encoder, sts_before),
         "convergence": convergence_measures(pd.DataFrame(result.state.history), tasks=data.tasks),
-        "data": {**data.stats, **getattr(features, "stats", {}), "task_steps": result.task_steps},
+        "data": {**data.stats, **features.stats, "task_steps": result.task_steps},
+        "world_size": context.world_size,
     }
-    write_history(run_dir, result)
-    save_model(run_dir / "model.safetensors", model, {"seed": str(run.seed)})
-    atomic_write_json(run_dir / METRICS_FILE, metrics)
+    if context.is_main:
+        write_history(run_dir, result)
+        save_model(run_dir / "model.safetensors", model, {"seed": str(run.seed)})
+        atomic_write_json(run_dir / METRICS_FILE, metrics)
     return metrics
+
+
+def load_data_checked(run: RunConfig) -> MultiTaskData:
+    """The run's data; config keys that name tasks are checked against it before any training."""
+    seed_everything(run.seed)
+    data = load_data(run.data, seed=run.seed)
+    check_task_names(run, [task.name for task in data.tasks])
+    return data
+
+
+def build_run_features(run: RunConfig, data: MultiTaskData, tokenizer) -> Features:
+    settings = data_config(run.data)
+    return build_features(
+        data, tokenizer, run.backbone.max_length,
+        label_all_tokens=settings["label_all_tokens"], cache_dir=settings["cache_dir"],
+    )
 
 
 def cost_measures(model: MultiTaskModel, result: TrainResult) -> dict[str, float | int]:
@@ -168,9 +210,9 @@ def drift_measures(run: RunConfig, data, pretrained: SentenceEncoder | None, tra
 
 
 def write_history(run_dir: Path, result: TrainResult) -> None:
-    from mtexp.io import atomic_write_text
-
     atomic_write_text(run_dir / "history.csv", pd.DataFrame(result.state.history).to_csv(index=False))
+    if result.state.steps:
+        atomic_write_text(run_dir / "steps.csv", pd.DataFrame(result.state.steps).to_csv(index=False))
 
 
 def hydra_context() -> tuple[Path, dict[str, str], list[str], bool]:
@@ -195,11 +237,18 @@ def hydra_main(cfg: DictConfig) -> float | None:
         # One failed job must not stop the sweep: its status.json records why.
         log.exception("run failed: %s", run_dir)
         return None
-    print(format_metrics_table(metrics, run_dir))
+    if context_from_env().is_main:
+        print(format_metrics_table(metrics, Path(run_dir)))
     return metrics["test"].get("score")
 
 
+# Ranks other than 0 leave no Hydra output: rank 0's run directory is the run's record.
+SILENT_RANK_OVERRIDES = ("hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra.run.dir=.")
+
+
 def main() -> None:
+    if not context_from_env().is_main:
+        sys.argv.extend(SILENT_RANK_OVERRIDES)
     hydra_main()
 
 

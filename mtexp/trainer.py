@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from mtexp.checkpoint import BEST, LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from mtexp.config import RunConfig
 from mtexp.data import MultiTaskData, data_config
+from mtexp.distributed import DistContext, average_gradients, barrier, shard_batch
 from mtexp.data.batching import TrainBatches, train_batches
 from mtexp.data.types import Corpus
 from mtexp.evaluate import evaluate_split
@@ -42,6 +43,7 @@ class TrainState:
     train_seconds: float = 0.0
     samples_seen: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -77,7 +79,9 @@ class Trainer:
         features: Any,
         device: torch.device,
         run_dir: Path,
+        context: DistContext | None = None,
     ) -> None:
+        self.context = context or DistContext()
         self.run = run
         self.model = model
         self.data = data
@@ -92,6 +96,7 @@ class Trainer:
         self.task_steps: dict[str, int] = {}
         self.params_trainable = 0
         self.cache_seconds = 0.0
+        self.last_losses: dict[str, float] = {}
         self.data_settings = data_config(run.data)
 
     # ----- set-up -------------------------------------------------------------------------
@@ -170,6 +175,7 @@ class Trainer:
         return None
 
     def try_resume(self) -> bool:
+        barrier(self.context)
         source = self.resume_source()
         checkpoint = load_checkpoint(source, LAST) if source is not None else None
         if checkpoint is None:
@@ -183,7 +189,7 @@ class Trainer:
         set_rng_state(checkpoint["rng"])
         if self.state.history:
             self.params_trainable = int(self.state.history[-1]["params_trainable"])
-        if source != self.run_dir:
+        if source != self.run_dir and self.context.is_main:
             best = load_checkpoint(source, BEST)
             if best is not None:
                 save_checkpoint(self.run_dir, BEST, best)
@@ -229,17 +235,21 @@ class Trainer:
         counts: dict[str, int] = {}
         started = time.perf_counter()
         batches = self.epoch_batches(epoch)
-        progress = tqdm(batches, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", disable=not self.cfg.progress,
+        show = self.cfg.progress and self.context.is_main
+        progress = tqdm(batches, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", disable=not show,
                         unit="batch", leave=False)
         accumulated = 0
-        for batch in progress:
+        for global_batch in progress:
+            self.state.samples_seen += int(global_batch["input_ids"].shape[0])
+            batch = shard_batch(global_batch, self.context)
             output = self.forward(batch)
             (output.loss / self.cfg.grad_accumulation).backward()
             accumulated += 1
-            self.state.samples_seen += int(batch["input_ids"].shape[0])
-            for name, loss in output.losses.items():
-                losses[name] = losses.get(name, 0.0) + float(loss.detach())
+            step_losses = {name: float(loss.detach()) for name, loss in output.losses.items()}
+            for name, value in step_losses.items():
+                losses[name] = losses.get(name, 0.0) + value
                 counts[name] = counts.get(name, 0) + 1
+            self.last_losses = step_losses
             if accumulated == self.cfg.grad_accumulation:
                 self.optimizer_step()
                 accumulated = 0
@@ -253,13 +263,25 @@ class Trainer:
         self.end_epoch(freeze.params_trainable, losses, counts)
 
     def optimizer_step(self) -> None:
+        parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
+        average_gradients(parameters, self.context)
         if self.cfg.max_grad_norm is not None:
-            parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
             torch.nn.utils.clip_grad_norm_(parameters, self.cfg.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.schedule.step()
         self.state.step += 1
+        self.log_step()
+
+    def log_step(self) -> None:
+        """Per-step losses and learning rates for `logger=csv` (written to steps.csv each epoch)."""
+        logger = self.run.logger
+        if logger.name != "csv" or self.state.step % logger.every_steps:
+            return
+        row = {"epoch": self.state.epoch + 1, "step": self.state.step}
+        row.update({f"train.{name}.loss": value for name, value in self.last_losses.items()})
+        row.update({f"lr.{name}": lr for name, lr in group_learning_rates(self.optimizer).items()})
+        self.state.steps.append(row)
 
     def dev_row(self) -> dict[str, Any]:
         self.model.eval()
@@ -304,7 +326,8 @@ class Trainer:
             self.state.best_score = float(score)
             self.state.best_epoch = self.state.epoch
             self.state.epochs_without_improvement = 0
-            save_checkpoint(self.run_dir, BEST, {"model": copy.deepcopy(self.model.state_dict())})
+            if self.context.is_main:
+                save_checkpoint(self.run_dir, BEST, {"model": copy.deepcopy(self.model.state_dict())})
         else:
             self.state.epochs_without_improvement += 1
 
@@ -313,6 +336,8 @@ class Trainer:
         return patience is not None and self.state.epochs_without_improvement >= patience
 
     def save_last(self) -> None:
+        if not self.context.is_main:
+            return
         save_checkpoint(
             self.run_dir,
             LAST,
@@ -327,6 +352,7 @@ class Trainer:
         )
 
     def restore_best(self) -> None:
+        barrier(self.context)
         best = load_checkpoint(self.run_dir, BEST)
         if best is not None:
             self.model.load_state_dict(best["model"])

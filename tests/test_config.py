@@ -42,6 +42,9 @@ def test_every_group_option_composes_and_validates():
         (["schedule.warmup_ratio=2"], "schedule.warmup_ratio"),
         (["+optimizer.lr=1"], "unknown top-level key 'optimizer'"),
         (["seed=-1"], "seed must be an integer >= 0"),
+        (["+data.trian_fraction=0.5"], "data.trian_fraction: unknown key"),
+        (["data.train_fraction=1.5"], "data.train_fraction"),
+        (["data.sampling.strategy=random"], "data.sampling.strategy"),
     ],
 )
 def test_bad_configuration_names_the_key(overrides, message):

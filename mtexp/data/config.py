@@ -51,15 +51,27 @@ def data_config(cfg: Mapping) -> dict[str, Any]:
     node = to_plain(cfg)
     if not isinstance(node, Mapping):
         raise DataError(f"data config must be a mapping, got {type(node).__name__}")
+    _check_known_keys(node)
     if "sources" not in node and "source" in node:
         node = _single_source(node)
-    unknown = set(node) - set(DEFAULTS)
-    if unknown:
-        log.warning("data config: ignoring unknown key(s) %s", sorted(unknown))
     out = {**copy.deepcopy(DEFAULTS), **node}
     out["sampling"] = {**DEFAULTS["sampling"], **(node.get("sampling") or {})}
     _validate(out)
     return out
+
+
+def _check_known_keys(node: Mapping[str, Any]) -> None:
+    """An unknown data key is an error: a typo must not silently fall back to a default."""
+    known = set(DEFAULTS)
+    if "sources" not in node and "source" in node:
+        from mtexp.data.builtin import KEYS as BUILTIN_KEYS
+        from mtexp.data.loader import READERS
+
+        source = node["source"]
+        known |= BUILTIN_KEYS if source == "builtin" else set(READERS.get(source, (None, set()))[1])
+    unknown = sorted(set(node) - known)
+    if unknown:
+        raise DataError(f"data.{unknown[0]}: unknown key; expected one of {sorted(known)}")
 
 
 def _single_source(node: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,88 @@
+"""Every freezing scenario through the runner: frozen tensors bitwise unchanged, trainable ones moved."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from mtexp.checkpoint import load_checkpoint
+from mtexp.config import validate
+from mtexp.freezing import apply_freezing, parameter_parts
+from mtexp.train import CONF_DIR, build_model, load_data_checked, run
+
+BASE = ["backbone=tiny", "data.size=400", "trainer=quick", "eval.cka_sentences=16", "eval.train_subset=0"]
+SCENARIOS = ["none", "all", "backbone", "head_a", "head_b", "gradual", "partial"]
+
+
+def config(*overrides: str):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("config", overrides=[*BASE, *overrides])
+
+
+def initial_state(cfg) -> dict[str, torch.Tensor]:
+    settings = validate(cfg)
+    model = build_model(settings, load_data_checked(settings))
+    return {name: tensor.clone() for name, tensor in model.state_dict().items()}
+
+
+def parameter_names(cfg) -> dict[str, str]:
+    settings = validate(cfg)
+    return parameter_parts(build_model(settings, load_data_checked(settings)))
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_frozen_parameters_are_bitwise_unchanged_and_trainable_ones_move(scenario, tmp_path):
+    cfg = config(f"freezing={scenario}", "freezing.k=1" if scenario == "partial" else "freezing.k=0")
+    before = initial_state(cfg)
+    metrics = run(cfg, tmp_path)
+    checkpoint = load_checkpoint(tmp_path)
+    after = before if checkpoint is None else checkpoint["model"]
+    parts = parameter_names(cfg)
+    settings = validate(cfg)
+    model = build_model(settings, load_data_checked(settings))
+    final_epoch = max(metrics["epochs_run"] - 1, 0)
+    trainable = apply_freezing(model, settings.freezing, final_epoch).trainable
+    changed = 0
+    for name in parts:
+        moved = not torch.equal(before[name], after[name])
+        assert moved == (parts[name] in trainable), f"{scenario}: {name} ({parts[name]}) moved={moved}"
+        changed += before[name].numel() if moved else 0
+    assert metrics["cost"]["params_trainable"] == changed
+    if scenario == "all":
+        assert changed == 0 and checkpoint is None
+
+
+def test_gradual_unfreezing_logs_the_learning_rate_of_each_thawed_layer(tmp_path):
+    run(config("freezing=gradual", "optim=llrd", "schedule=constant", "trainer.epochs=4"), tmp_path)
+    history = pd.read_csv(tmp_path / "history.csv")
+    lr = 1e-4
+    expected = {  # epoch -> layer learning rates present (llrd decay 0.8, 2 layers, constant schedule)
+        1: {},
+        2: {"lr.encoder.layer_1": lr},
+        3: {"lr.encoder.layer_1": lr, "lr.encoder.layer_0": lr * 0.8},
+        4: {"lr.encoder.layer_1": lr, "lr.encoder.layer_0": lr * 0.8, "lr.encoder.embeddings": lr * 0.8**2},
+    }
+    encoder_columns = [c for c in history.columns if c.startswith("lr.encoder.layer") or c == "lr.encoder.embeddings"]
+    for _, row in history.iterrows():
+        present = {c: row[c] for c in encoder_columns if pd.notna(row[c])}
+        assert present.keys() == expected[int(row["epoch"])].keys(), int(row["epoch"])
+        for column, value in expected[int(row["epoch"])].items():
+            assert present[column] == pytest.approx(value, rel=1e-6)
+    assert history["params_trainable"].is_monotonic_increasing
+    assert history["params_trainable"].iloc[0] < history["params_trainable"].iloc[-1]
+
+
+def test_cached_features_give_the_same_metrics_as_the_full_encoder(tmp_path):
+    cached = run(config("freezing=backbone", "trainer.feature_cache=true"), tmp_path / "cached")
+    full = run(config("freezing=backbone", "trainer.feature_cache=false"), tmp_path / "full")
+    assert cached["cost"]["cache_seconds"] > 0 and full["cost"]["cache_seconds"] == 0
+    for split in ("dev", "test"):
+        assert cached[split]["score"] == pytest.approx(full[split]["score"], abs=1e-3)
+    losses_cached = pd.read_csv(tmp_path / "cached" / "history.csv")["train.loss"]
+    losses_full = pd.read_csv(tmp_path / "full" / "history.csv")["train.loss"]
+    assert (losses_cached - losses_full).abs().max() <= 1e-4
+    assert json.loads((tmp_path / "cached" / "metrics.json").read_text())["drift"]["cka"]["mean"] == 1.0
