@@ -185,10 +185,7 @@ def convergence_measures(
 
 def task_kinds(tasks: Iterable[Any] | Mapping[str, str]) -> dict[str, str]:
     """Task name -> kind from TaskSpec-like objects or a mapping."""
-    if isinstance(tasks, Mapping):
-        items = list(tasks.items())
-    else:
-        items = [(task.name, task.kind) for task in tasks]
+    items = list(tasks.items()) if isinstance(tasks, Mapping) else [(task.name, task.kind) for task in tasks]
     for name, kind in items:
         if kind not in HEADLINE_METRIC:
             raise ValueError(f"task {name!r} has unknown kind {kind!r} (sequence or token)")

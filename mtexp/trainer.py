@@ -18,9 +18,9 @@ from tqdm.auto import tqdm
 from mtexp.checkpoint import BEST, LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from mtexp.config import RunConfig
 from mtexp.data import MultiTaskData, data_config
-from mtexp.distributed import DistContext, average_gradients, barrier, shard_batch
 from mtexp.data.batching import TrainBatches, train_batches
 from mtexp.data.types import Corpus
+from mtexp.distributed import DistContext, average_gradients, barrier, shard_batch
 from mtexp.evaluate import evaluate_split
 from mtexp.feature_cache import FeatureCache
 from mtexp.freezing import apply_freezing, encoder_frozen_throughout, nothing_trains, set_frozen_modules_eval

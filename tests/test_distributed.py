@@ -40,5 +40,6 @@ def test_two_processes_match_one(tmp_path):
     metrics_two = json.loads((double / "metrics.json").read_text())
     for split in ("dev", "test"):
         assert abs(metrics_one[split]["score"] - metrics_two[split]["score"]) <= METRIC_ATOL
-    weights_one, weights_two = load_file(single / "model.safetensors"), load_file(double / "model.safetensors")
+    weights_one = load_file(single / "model.safetensors")
+    weights_two = load_file(double / "model.safetensors")
     assert max((weights_one[k] - weights_two[k]).abs().max().item() for k in weights_one) <= WEIGHT_ATOL
