@@ -154,3 +154,19 @@ def test_a_killed_run_resumes_to_the_same_metrics(tmp_path):
     reference = json.loads((reference_dir / "metrics.json").read_text())
     resumed = json.loads((killed_dir / "metrics.json").read_text())
     assert without_timing(resumed) == without_timing(reference)
+
+
+def test_disjoint_tasks_train_from_their_own_corpora(tmp_path):
+    from tests.test_data_sampling import write_disjoint
+
+    table, conll = write_disjoint(tmp_path)
+    config = tiny_config(
+        "data=disjoint_example", f"data.sources.0.path={table}", f"data.sources.1.path={conll}",
+        "data.sampling.strategy=round_robin", base=("backbone=tiny", "trainer=quick", "eval.train_subset=20"),
+    )
+    metrics = run(config, tmp_path / "run")
+    assert set(metrics["test"]) == {"sentiment", "ner", "score"}
+    steps = metrics["data"]["task_steps"]
+    assert abs(steps["sentiment"] - steps["ner"]) <= metrics["epochs_run"]  # round robin: one each in turn
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert history[["train.sentiment.loss", "train.ner.loss"]].notna().all().all()
