@@ -1,0 +1,119 @@
+"""mtexp benchmarks: encode, train, freezing, hardware, or all of them in one session.
+
+    python benchmarks/run.py all --out results/bench
+    python benchmarks/run.py train --train-examples 64 --epochs 1 --out /tmp/bench   # a quick check
+
+Each benchmark prints its ratios and writes <out>/<name>.json and <out>/<name>.md with the command,
+machine and date; `all` also writes <out>/summary.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DEFAULT_DATA, backbone_folder, snips_sentences, to_markdown, write_result
+from encode import bench_encode
+from hardware import bench_hardware
+from training import RunSettings, bench_freezing, bench_train
+
+BENCHMARKS = ("encode", "train", "freezing", "hardware")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Benchmarks of mtexp against the usual tools and the hardware.")
+    p.add_argument("benchmark", choices=[*BENCHMARKS, "all"])
+    p.add_argument("--out", type=Path, default=Path("results/bench"), help="folder for the result files")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="SNIPS folder (JointBERT layout)")
+    p.add_argument("--backbone", default="minilm", help="minilm (bundled), tiny (random, tests) or a folder")
+    p.add_argument("--work-dir", type=Path, default=None, help="run directories (default: temporary)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=3, help="encode/hardware: best of this many")
+    p.add_argument("--encode-sentences", type=int, default=4000)
+    p.add_argument("--encode-batch-size", type=int, default=64)
+    p.add_argument("--train-examples", type=int, default=2000)
+    p.add_argument("--epochs", type=int, default=3, help="train: epochs of both runners")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="train: both runners")
+    p.add_argument("--freezing-examples", type=int, default=2000)
+    p.add_argument("--freezing-epochs", type=int, default=5, help="freezing: epochs of none and backbone")
+    p.add_argument("--other-epochs", type=int, default=2, help="freezing: epochs of the other scenarios")
+    p.add_argument("--scenarios", default="none,all,backbone,head_a,head_b,gradual,partial")
+    p.add_argument("--partial-k", type=int, default=None, help="freezing: layers frozen by partial")
+    p.add_argument("--hardware-sentences", type=int, default=512)
+    p.add_argument("--matmul-size", type=int, default=2048)
+    return p
+
+
+def run_one(name: str, args: argparse.Namespace, backbone: Path, work_dir: Path) -> dict[str, Any]:
+    settings = RunSettings(backbone, args.data, args.train_examples, args.epochs, args.batch_size,
+                           args.max_length, args.lr, args.seed, args.precision, args.threads)
+    runners: dict[str, Callable[[], dict[str, Any]]] = {
+        "encode": lambda: bench_encode(backbone, snips_sentences(args.data, args.encode_sentences),
+                                       args.encode_batch_size, args.repeats),
+        "train": lambda: bench_train(settings, work_dir),
+        "freezing": lambda: bench_freezing(
+            RunSettings(backbone, args.data, args.freezing_examples, args.freezing_epochs, args.batch_size,
+                        args.max_length, args.lr, args.seed, "fp32", args.threads),
+            work_dir, args.other_epochs, tuple(args.scenarios.split(",")), args.partial_k),
+        "hardware": lambda: bench_hardware(backbone, snips_sentences(args.data, args.hardware_sentences),
+                                           args.batch_size, args.max_length, args.matmul_size, args.repeats),
+    }
+    return runners[name]()
+
+
+def training_share_of_peak(results: list[dict[str, Any]]) -> dict[str, float]:
+    """Training FLOP/s over the matmul peak, estimated from the train and hardware results.
+
+    Each runner's samples/s times the encoder's forward+backward FLOPs per SNIPS sentence.
+    """
+    by_name = {result["benchmark"]: result for result in results}
+    if not {"train", "hardware"} <= set(by_name):
+        return {}
+    precision = by_name["train"]["settings"]["precision"]
+    hardware = {(row["measure"], row["dtype"]): row for row in by_name["hardware"]["rows"]}
+    peak = next(row["tflops"] for (measure, dtype), row in hardware.items()
+                if measure.startswith("matmul") and dtype == precision) * 1e12
+    per_sentence = hardware[("forward+backward", precision)]["gflop_per_sentence"] * 1e9
+    return {f"{row['runner']} training {precision} / matmul peak (estimate)":
+            round(row["train_samples_per_second"] * per_sentence / peak, 4)
+            for row in by_name["train"]["rows"]}
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    args = parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = BENCHMARKS if args.benchmark == "all" else (args.benchmark,)
+    with tempfile.TemporaryDirectory(prefix="mtexp-bench-") as tmp:
+        work_dir = (args.work_dir or Path(tmp)).resolve()
+        backbone = backbone_folder(args.backbone, work_dir)
+        results = []
+        for name in names:
+            result = run_one(name, args, backbone, work_dir)
+            write_result(result, args.out)
+            results.append(result)
+    if args.benchmark == "all":
+        estimate = training_share_of_peak(results)
+        print("\n".join(f"  {key}: {value}" for key, value in estimate.items()))
+        ratios = {result["benchmark"]: result["ratios"] for result in results}
+        (args.out / "summary.json").write_text(json.dumps({**ratios, "estimates": estimate}, indent=1) + "\n")
+        lines = [f"- {key}: {value}" for key, value in estimate.items()]
+        (args.out / "summary.md").write_text("\n".join([to_markdown(r) for r in results]
+                                                       + ["# Estimates", "", *lines, ""]))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Smoke tests of benchmarks/: each benchmark at tiny sizes on the tiny backbone writes its ratios."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH_DIR))
+
+import run as bench_run  # noqa: E402
+from common import backbone_folder  # noqa: E402
+from hardware import bench_hardware  # noqa: E402
+from training import RunSettings, bench_freezing, bench_train  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return backbone_folder("tiny", tmp_path_factory.mktemp("bench"))
+
+
+def positive(value: object) -> bool:
+    return isinstance(value, (int, float)) and value > 0
+
+
+def test_encode_cli_writes_json_and_markdown(shared_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    [result] = bench_run.main(["encode", "--backbone", "tiny", "--data", str(shared_data / "snips"),
+                               "--encode-sentences", "40", "--encode-batch-size", "16", "--repeats", "1",
+                               "--work-dir", str(tmp_path), "--out", str(out)])
+    saved = json.loads((out / "encode.json").read_text())
+    assert saved["ratios"] == result["ratios"]
+    assert "## Ratios" in (out / "encode.md").read_text()
+    assert {"cpu", "cores", "torch", "torch_threads"} <= set(saved["machine"])
+    assert saved["command"] and saved["date"]
+    for key in ("mtexp_fastest_vs_st_fp32_speed", "mtexp_fp32_vs_st_fp32_speed", "mtexp_fastest_min_cosine"):
+        assert positive(result["ratios"][key]), key
+    assert all(positive(row["sentences_per_s"]) for row in result["rows"])
+
+
+def test_hardware_reports_fractions_of_peak(shared_data: Path, tiny_backbone: Path) -> None:
+    sentences = [f"play song number {i} by the band" for i in range(16)]
+    result = bench_hardware(tiny_backbone, sentences, batch_size=8, max_length=32, matmul_size=64, repeats=1)
+    for measure in ("forward", "forward+backward", "encode()"):
+        for dtype in ("fp32", "bf16"):
+            assert positive(result["ratios"][f"{measure} {dtype} / matmul peak"])
+    assert all(positive(row["tflops"]) for row in result["rows"])
+
+
+def test_train_compares_mtexp_with_hf_trainer(shared_data: Path, tiny_backbone: Path, tmp_path: Path) -> None:
+    settings = RunSettings(tiny_backbone, shared_data / "snips", train_examples=16, epochs=1, threads=1)
+    result = bench_train(settings, tmp_path)
+    assert positive(result["ratios"]["mtexp_vs_hf_samples_per_second"])
+    for row in result["rows"]:
+        assert positive(row["train_samples_per_second"])
+        assert 0 <= row["test_intent_accuracy"] <= 1 and 0 <= row["test_slot_f1"] <= 1
+    assert bench_run.training_share_of_peak([result]) == {}
+
+
+def test_freezing_reports_ratios_to_none(shared_data: Path, tiny_backbone: Path, tmp_path: Path) -> None:
+    settings = RunSettings(tiny_backbone, shared_data / "snips", train_examples=16, epochs=1, threads=1)
+    result = bench_freezing(settings, tmp_path, other_epochs=1, scenarios=("backbone",))
+    assert [row["scenario"] for row in result["rows"]] == ["none", "backbone"]
+    backbone = result["rows"][1]
+    for key in ("seconds_per_epoch_vs_none", "peak_memory_mb_vs_none", "params_trainable_vs_none"):
+        assert positive(backbone[key]), key
+    assert backbone["params_trainable"] < result["rows"][0]["params_trainable"]
+    assert positive(result["ratios"]["backbone/none wall time, 1 epochs (train_seconds incl. cache)"])
