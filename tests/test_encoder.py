@@ -135,3 +135,13 @@ def test_corrupt_bundled_model_is_a_clear_error(tmp_path):
 def test_missing_bundled_weights_is_a_clear_error(tmp_path):
     with pytest.raises(BundledModelError, match="has no weights"):
         verify_model_folder(tmp_path)
+
+
+def test_bf16_encoding_stays_close_to_fp32(minilm):
+    sentences = [SHORT, LONG, "what is the weather like in paris tomorrow"]
+    full = minilm.encode(sentences, normalize=True)
+    half = minilm.encode(sentences, normalize=True, precision="bf16")
+    assert half.dtype == full.dtype
+    assert (full * half).sum(axis=1).min() >= 0.999
+    with pytest.raises(ValueError, match="precision"):
+        minilm.encode(sentences, precision="fp16")
