@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ SHARED_DATA = Path(os.environ.get("MTEXP_SHARED_DATA", REPO_ROOT.parent / "share
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Feature caches of the tests go to a fresh folder, not the checkout's .cache.
+os.environ.setdefault("MTEXP_CACHE", tempfile.mkdtemp(prefix="mtexp-test-cache-"))
 torch.set_num_threads(1)
 
 

@@ -39,7 +39,10 @@ def tiny_config(*overrides: str, base: tuple[str, ...] = tuple(TINY)):
 
 
 def without_timing(metrics: dict) -> dict:
-    return {**metrics, "cost": {k: v for k, v in metrics["cost"].items() if k not in TIMING_KEYS}}
+    """Metrics minus wall-clock fields and whether the feature cache was already there."""
+    cost = {k: v for k, v in metrics["cost"].items() if k not in TIMING_KEYS}
+    data = {k: v for k, v in metrics["data"].items() if k != "cache"}
+    return {**metrics, "cost": cost, "data": data}
 
 
 @pytest.fixture(scope="module")
