@@ -173,3 +173,20 @@ def test_disjoint_tasks_train_from_their_own_corpora(tmp_path):
     assert abs(steps["sentiment"] - steps["ner"]) <= metrics["epochs_run"]  # round robin: one each in turn
     history = pd.read_csv(tmp_path / "run" / "history.csv")
     assert history[["train.sentiment.loss", "train.ner.loss"]].notna().all().all()
+
+
+def test_gradient_accumulation_takes_one_step_per_group_of_batches(tmp_path):
+    plain = run(tiny_config("trainer.epochs=1", "trainer.batch_size=16"), tmp_path / "plain")
+    accumulated = run(tiny_config("trainer.epochs=1", "trainer.batch_size=16", "trainer.grad_accumulation=3"),
+                      tmp_path / "accumulated")
+    batches = pd.read_csv(tmp_path / "plain" / "history.csv")["step"].iloc[-1]
+    steps = pd.read_csv(tmp_path / "accumulated" / "history.csv")["step"].iloc[-1]
+    assert steps == -(-batches // 3)
+    assert plain["cost"]["train_samples_per_second"] > 0 and accumulated["test"]["score"] >= 0
+
+
+def test_bf16_autocast_trains_and_scores(tmp_path):
+    metrics = run(tiny_config("trainer.precision=bf16", "trainer.epochs=1"), tmp_path)
+    assert metrics["status"] == "completed"
+    assert 0.0 <= metrics["test"]["intent"]["accuracy"] <= 1.0
+    assert pd.read_csv(tmp_path / "history.csv")["train.loss"].notna().all()
