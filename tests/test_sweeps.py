@@ -106,7 +106,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # ----- presets: composition and job counts (fast) -----------------------------------------------
 def test_presets_are_documented() -> None:
-    assert set(PRESETS) == {"freezing", "lr", "learning_curve", "schedule"}
+    assert {"freezing", "lr", "learning_curve", "schedule"} <= set(PRESETS)
     assert set(documented_runs()) == set(PRESETS)
     readme = (SWEEPS / "README.md").read_text()
     for name in PRESETS:
