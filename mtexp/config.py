@@ -164,12 +164,25 @@ def validate(cfg: DictConfig) -> RunConfig:
     _require("data" in cfg and cfg.data is not None, "data", "a data config group", None)
     seed = cfg.get("seed", 0)
     _require(isinstance(seed, int) and seed >= 0, "seed", "an integer >= 0", seed)
-    nodes = {group: _typed_node(group, schema, cfg.get(group)) for group, schema in GROUP_SCHEMAS.items()}
+    resolved = _resolved(cfg)
+    nodes = {group: _typed_node(group, schema, resolved.get(group))
+             for group, schema in GROUP_SCHEMAS.items()}
     try:
         data_config(cfg.data)
     except DataError as error:
         raise ConfigError(str(error)) from None
     return RunConfig(seed=seed, data=cfg.data, **nodes)
+
+
+def _resolved(cfg: DictConfig) -> dict[str, Any]:
+    """The config as plain values, so that a key may interpolate another group's value."""
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", None) or "?"
+        raise ConfigError(f"{key}: {_first_line(error)}") from None
+    plain.pop("hydra", None)
+    return plain
 
 
 def _typed_node(group: str, schema: type, node: Any) -> Any:

@@ -89,7 +89,8 @@ def _choices(run: Path, problems: list[str]) -> dict[str, Any]:
     if choices is None:
         hydra_cfg = _read(run / ".hydra" / "hydra.yaml", problems, dict) or {}
         choices = hydra_cfg.get("hydra", {}).get("runtime", {}).get("choices", {}) or {}
-    return {k: v for k, v in choices.items() if not str(k).startswith("hydra/")}
+    # `experiment` presets pick launchers and threads, not what is measured: not a group column.
+    return {k: v for k, v in choices.items() if not str(k).startswith("hydra/") and k != "experiment"}
 
 
 def _seed(metrics: dict, config: dict, run: Path) -> int | None:

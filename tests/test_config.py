@@ -64,3 +64,13 @@ def test_a_head_name_that_is_not_a_task_is_rejected(overrides, key):
     run = validate(composed(*overrides))
     with pytest.raises(ConfigError, match=f"{key} names .* which is not a task"):
         check_task_names(run, ["intent", "slots"])
+
+
+def test_a_key_may_interpolate_another_group():
+    run = validate(composed("trainer.resume=/runs/${freezing.name}"))
+    assert run.trainer.resume == "/runs/none"
+
+
+def test_a_missing_mandatory_value_names_the_key():
+    with pytest.raises(ConfigError, match=r"backbone\.name_or_path"):
+        validate(composed("backbone=hub"))
