@@ -86,3 +86,23 @@ def test_cached_features_give_the_same_metrics_as_the_full_encoder(tmp_path):
     losses_full = pd.read_csv(tmp_path / "full" / "history.csv")["train.loss"]
     assert (losses_cached - losses_full).abs().max() <= 1e-4
     assert json.loads((tmp_path / "cached" / "metrics.json").read_text())["drift"]["cka"]["mean"] == 1.0
+
+
+def test_sts_before_and_after_training_is_recorded(tmp_path):
+    rows = [
+        ("main-captions", "MSRvid", "2012test", f"{i:04d}", f"{score:.1f}", first, second)
+        for i, (score, first, second) in enumerate([
+            (5.0, "a man is playing a guitar", "a man plays the guitar"),
+            (0.2, "a woman is slicing onions", "the stock market fell sharply"),
+            (3.8, "a dog runs in the park", "a dog is running on the grass"),
+            (1.0, "kids play football outside", "a cat sleeps on the sofa"),
+            (4.4, "the plane is taking off", "an airplane is departing"),
+            (0.0, "turn on the kitchen lights", "interest rates rose again"),
+        ])
+    ]
+    (tmp_path / "sts-test.csv").write_text("\n".join("\t".join(row) for row in rows) + "\n", encoding="utf-8")
+    metrics = run(config(f"eval.sts_path={tmp_path}"), tmp_path / "run")
+    drift = metrics["drift"]
+    assert -1.0 <= drift["sts_spearman_before"] <= 1.0 and -1.0 <= drift["sts_spearman_after"] <= 1.0
+    frozen = run(config(f"eval.sts_path={tmp_path}", "freezing=backbone"), tmp_path / "frozen")
+    assert frozen["drift"]["sts_spearman_after"] == frozen["drift"]["sts_spearman_before"]
