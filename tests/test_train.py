@@ -190,3 +190,24 @@ def test_bf16_autocast_trains_and_scores(tmp_path):
     assert metrics["status"] == "completed"
     assert 0.0 <= metrics["test"]["intent"]["accuracy"] <= 1.0
     assert pd.read_csv(tmp_path / "history.csv")["train.loss"].notna().all()
+
+
+def test_gradual_unfreezing_with_layer_decay_resumes_after_a_crash(tmp_path, monkeypatch):
+    """Resuming rebuilds the optimizer as it stood, thawed layer groups included."""
+    from mtexp.trainer import Trainer
+
+    overrides = ("freezing=gradual", "optim=llrd", "trainer.epochs=3")
+    reference = run(tiny_config(*overrides), tmp_path / "reference")
+    save_last = Trainer.save_last
+
+    def crash_after_second_epoch(self):
+        save_last(self)
+        if self.state.epoch == 2:
+            raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(Trainer, "save_last", crash_after_second_epoch)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(tiny_config(*overrides), tmp_path / "crashed")
+    monkeypatch.undo()
+    resumed = run(tiny_config(*overrides, "trainer.resume=true"), tmp_path / "crashed")
+    assert without_timing(resumed) == without_timing(reference)
