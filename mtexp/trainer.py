@@ -197,9 +197,9 @@ class Trainer:
 
     # ----- the loop -----------------------------------------------------------------------
     def fit(self) -> TrainResult:
-        self.build_cache()
         if nothing_trains(self.run.freezing):
             return self.evaluate_untrained()
+        self.build_cache()
         if not self.try_resume():
             self.prepare_optimizer(0)
         with PeakMemory(self.device) as memory:

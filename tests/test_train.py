@@ -117,6 +117,7 @@ def test_a_failed_run_says_why(tmp_path):
 def test_freezing_all_trains_nothing_and_reports_the_untrained_model(tmp_path):
     metrics = run(tiny_config("freezing=all"), tmp_path)
     assert metrics["cost"]["params_trainable"] == 0
+    assert metrics["cost"]["train_seconds"] == 0  # no training, and no feature cache to build for it
     assert metrics["best_epoch"] == 0
     assert metrics["drift"]["cka"]["mean"] == pytest.approx(1.0)
     assert pd.read_csv(tmp_path / "history.csv")["epoch"].tolist() == [0]
