@@ -19,7 +19,7 @@ from pathlib import Path
 from mtexp.io import atomic_write_text
 from mtexp.report import main as report_main
 
-LEFT_BEHIND = ("checkpoints", "model.safetensors", "report", ".hydra")  # .hydra: absolute paths
+LEFT_BEHIND = ("checkpoints", "model.safetensors", "report", ".hydra", "*.log")  # .hydra, logs: local paths
 
 
 def copy_runs(sweep_dir: Path, destination: Path) -> list[Path]:
