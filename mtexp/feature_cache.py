@@ -88,29 +88,45 @@ class FeatureCache:
         batches without a "split" key.
         """
         store_device = torch.device(store_device if store_device is not None else device)
+        batches = list(batches)
+        if not batches:
+            raise ValueError("FeatureCache.build got no batches")
+        masks = [batch["attention_mask"] for batch in batches]
+        for mask in masks:
+            _check_right_padded(mask)
+        lengths = torch.cat([mask.sum(1) for mask in masks]).to(store_device, torch.long)
+        # Preallocated storage: each batch's outputs go straight to their rows, so nothing kept
+        # sits between the freed activations of later batches, and no final concatenation copy.
+        tokens: torch.Tensor | None = None
+        pooled: torch.Tensor | None = None
+        keys: list[tuple[Group, int]] = []
+        token_row = example_row = 0
         was_training = encoder.training
         encoder.eval()
-        tokens, lengths, pooled, keys = [], [], [], []
         try:
-            for batch in batches:
-                mask = batch["attention_mask"].to(device)
-                _check_right_padded(mask)
+            for batch, mask in zip(batches, masks, strict=True):
+                mask = mask.to(device)
                 type_ids = batch.get("token_type_ids")
                 out = encoder(
                     batch["input_ids"].to(device),
                     mask,
                     type_ids.to(device) if type_ids is not None else None,
                 )
-                tokens.append(out.token_states[mask.bool()].to(store_device, dtype))
-                lengths.append(mask.sum(1).to(store_device))
-                pooled.append(out.pooled.to(store_device, dtype))
+                if tokens is None or pooled is None:
+                    hidden = out.token_states.shape[-1]
+                    tokens = torch.empty(int(lengths.sum()), hidden, dtype=dtype, device=store_device)
+                    pooled = torch.empty(len(lengths), hidden, dtype=dtype, device=store_device)
+                states = out.token_states[mask.bool()]
+                tokens[token_row : token_row + len(states)] = states
+                pooled[example_row : example_row + len(mask)] = out.pooled
+                token_row += len(states)
+                example_row += len(mask)
                 indices = torch.as_tensor(batch["example_index"]).tolist()
                 keys.extend(zip(_key_groups(batch, len(indices), split), indices, strict=True))
         finally:
             encoder.train(was_training)
-        if not keys:
-            raise ValueError("FeatureCache.build got no batches")
-        return cls(torch.cat(tokens), torch.cat(lengths), torch.cat(pooled), keys)
+        assert tokens is not None and pooled is not None
+        return cls(tokens, lengths, pooled, keys)
 
     def __len__(self) -> int:
         return int(self.lengths.numel())

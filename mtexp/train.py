@@ -39,6 +39,7 @@ from mtexp.evaluate import evaluate_split
 from mtexp.io import atomic_write_json, atomic_write_text
 from mtexp.metrics import convergence_measures
 from mtexp.model import MultiTaskModel
+from mtexp.resources import reuse_freed_memory
 from mtexp.rundir import METRICS_FILE, now_iso, write_config, write_environment, write_status
 from mtexp.seeding import seed_everything
 from mtexp.summary import format_metrics_table
@@ -122,6 +123,8 @@ def train_and_evaluate(run: RunConfig, run_dir: Path, device: torch.device,
                        context: DistContext) -> dict[str, Any]:
     if run.trainer.threads:
         torch.set_num_threads(run.trainer.threads)
+    if device.type == "cpu":
+        reuse_freed_memory()
     if context.is_main:
         write_environment(run_dir, device, context.world_size)
     data = load_data_checked(run)

@@ -115,15 +115,16 @@ class Trainer:
             group_by_length=self.data_settings["group_by_length"],
         )
 
-    def batches_for(self, corpus: Corpus, split: str, indices: list[int] | None = None) -> Iterator[Batch]:
-        """Evaluation batches, longest first so that little padding is computed."""
+    def batches_for(
+        self, corpus: Corpus, split: str, indices: list[int] | None = None, batch_size: int | None = None
+    ) -> Iterator[Batch]:
+        """Evaluation batches (default size `eval_batch_size`), longest first: little padding."""
         table = self.features.table(corpus.name, split)
         rows = np.arange(len(table)) if indices is None else np.asarray(indices)
         rows = rows[np.argsort(-table.lengths[rows], kind="stable")]
-        for start in range(0, len(rows), self.cfg.eval_batch_size):
-            batch = self.features.collator.collate(
-                table, rows[start : start + self.cfg.eval_batch_size], corpus.name
-            )
+        size = batch_size or self.cfg.eval_batch_size
+        for start in range(0, len(rows), size):
+            batch = self.features.collator.collate(table, rows[start : start + size], corpus.name)
             yield {**batch, "split": split}
 
     def updates_per_epoch(self) -> int:
@@ -138,11 +139,14 @@ class Trainer:
             for corpus in self.data.corpora
             for split, examples in corpus.splits.items()
             if examples
-            for batch in self.batches_for(corpus, split)
+            # training-size batches: the encoder's activations stay small next to the cache
+            for batch in self.batches_for(corpus, split, batch_size=self.cfg.batch_size)
         ]
         started = time.perf_counter()
         self.model.encoder.eval()
-        self.cache = FeatureCache.build(self.model.encoder, batches, self.device)
+        store_dtype = torch.bfloat16 if self.cfg.precision == "bf16" else torch.float32
+        with self.autocast():
+            self.cache = FeatureCache.build(self.model.encoder, batches, self.device, store_dtype)
         self.cache_seconds = time.perf_counter() - started
 
     def forward(self, batch: Batch) -> ModelOutput:
@@ -199,10 +203,10 @@ class Trainer:
     def fit(self) -> TrainResult:
         if nothing_trains(self.run.freezing):
             return self.evaluate_untrained()
-        self.build_cache()
-        if not self.try_resume():
-            self.prepare_optimizer(0)
-        with PeakMemory(self.device) as memory:
+        with PeakMemory(self.device) as memory:  # the cache counts: it is what training needs
+            self.build_cache()
+            if not self.try_resume():
+                self.prepare_optimizer(0)
             for epoch in range(self.state.epoch, self.cfg.epochs):
                 self.train_epoch(epoch)
                 if self.should_stop():

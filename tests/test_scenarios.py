@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 
 from mtexp.checkpoint import load_checkpoint
 from mtexp.config import validate
+from mtexp.feature_cache import FeatureCache
 from mtexp.freezing import apply_freezing, parameter_parts
 from mtexp.train import CONF_DIR, build_model, load_data_checked, run
 
@@ -106,3 +107,34 @@ def test_sts_before_and_after_training_is_recorded(tmp_path):
     assert -1.0 <= drift["sts_spearman_before"] <= 1.0 and -1.0 <= drift["sts_spearman_after"] <= 1.0
     frozen = run(config(f"eval.sts_path={tmp_path}", "freezing=backbone"), tmp_path / "frozen")
     assert frozen["drift"]["sts_spearman_after"] == frozen["drift"]["sts_spearman_before"]
+
+
+def test_bf16_cache_is_encoded_under_autocast_and_stored_in_bf16(tmp_path, monkeypatch):
+    calls = []
+    build = FeatureCache.build.__func__
+
+    def spy(cls, encoder, batches, device, dtype=torch.float32, **kwargs):
+        calls.append((torch.is_autocast_enabled("cpu"), dtype))
+        return build(cls, encoder, batches, device, dtype, **kwargs)
+
+    monkeypatch.setattr(FeatureCache, "build", classmethod(spy))
+    cached = run(config("freezing=backbone", "trainer.precision=bf16"), tmp_path / "cached")
+    assert calls == [(True, torch.bfloat16)]
+    full = run(config("freezing=backbone", "trainer.precision=bf16", "trainer.feature_cache=false"),
+               tmp_path / "full")
+    for split in ("dev", "test"):
+        assert cached[split]["score"] == pytest.approx(full[split]["score"], abs=0.02)
+
+
+def test_the_feature_cache_counts_in_training_memory(tmp_path, monkeypatch):
+    ballast_mb = 256
+    build = FeatureCache.build.__func__
+
+    def heavy(cls, *args, **kwargs):
+        cache = build(cls, *args, **kwargs)
+        cache.ballast = torch.ones(ballast_mb * 2**20 // 4)  # stands in for a large cache
+        return cache
+
+    monkeypatch.setattr(FeatureCache, "build", classmethod(heavy))
+    metrics = run(config("freezing=backbone"), tmp_path / "run")
+    assert metrics["cost"]["train_memory_mb"] >= 0.9 * ballast_mb
