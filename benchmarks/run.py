@@ -14,6 +14,7 @@ import json
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DEFAULT_DATA, backbone_folder, snips_sentences, to_markdown, write_result
 from encode import bench_encode
 from hardware import bench_hardware
+from targets import target_verdicts
 from training import RunSettings, bench_freezing, bench_train
 
+from mtexp.io import atomic_write_text
+
 BENCHMARKS = ("encode", "train", "freezing", "hardware")
+
+
+def precisions(text: str) -> list[str]:
+    chosen = [part.strip() for part in text.split(",") if part.strip()]
+    if not chosen or set(chosen) - {"fp32", "bf16"}:
+        raise argparse.ArgumentTypeError(f"expected fp32, bf16 or fp32,bf16; got {text!r}")
+    return chosen
 
 
 def parser() -> argparse.ArgumentParser:
@@ -45,7 +56,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="train: both runners")
+    p.add_argument("--precision", default="fp32,bf16", type=precisions,
+                   help="train: fp32, bf16 or both (comma-separated), each for both runners")
     p.add_argument("--freezing-examples", type=int, default=2000)
     p.add_argument("--freezing-epochs", type=int, default=5, help="freezing: epochs of none and backbone")
     p.add_argument("--other-epochs", type=int, default=2, help="freezing: epochs of the other scenarios")
@@ -56,19 +68,20 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def run_one(name: str, args: argparse.Namespace, backbone: Path, work_dir: Path) -> dict[str, Any]:
+def run_one(name: str, args: argparse.Namespace, backbone: Path, work_dir: Path) -> list[dict[str, Any]]:
     settings = RunSettings(backbone, args.data, args.train_examples, args.epochs, args.batch_size,
-                           args.max_length, args.lr, args.seed, args.precision, args.threads)
-    runners: dict[str, Callable[[], dict[str, Any]]] = {
-        "encode": lambda: bench_encode(backbone, snips_sentences(args.data, args.encode_sentences),
-                                       args.encode_batch_size, args.repeats),
-        "train": lambda: bench_train(settings, work_dir),
-        "freezing": lambda: bench_freezing(
-            RunSettings(backbone, args.data, args.freezing_examples, args.freezing_epochs, args.batch_size,
-                        args.max_length, args.lr, args.seed, "fp32", args.threads),
-            work_dir, args.other_epochs, tuple(args.scenarios.split(",")), args.partial_k),
-        "hardware": lambda: bench_hardware(backbone, snips_sentences(args.data, args.hardware_sentences),
-                                           args.batch_size, args.max_length, args.matmul_size, args.repeats),
+                           args.max_length, args.lr, args.seed, "fp32", args.threads)
+    runners: dict[str, Callable[[], list[dict[str, Any]]]] = {
+        "encode": lambda: [bench_encode(backbone, snips_sentences(args.data, args.encode_sentences),
+                                        args.encode_batch_size, args.repeats)],
+        "train": lambda: [bench_train(replace(settings, precision=precision), work_dir)
+                          for precision in args.precision],
+        "freezing": lambda: [bench_freezing(
+            replace(settings, train_examples=args.freezing_examples, epochs=args.freezing_epochs),
+            work_dir, args.other_epochs, tuple(args.scenarios.split(",")), args.partial_k)],
+        "hardware": lambda: [bench_hardware(
+            backbone, snips_sentences(args.data, args.hardware_sentences), args.batch_size,
+            args.max_length, args.matmul_size, args.repeats)],
     }
     return runners[name]()
 
@@ -76,19 +89,25 @@ def run_one(name: str, args: argparse.Namespace, backbone: Path, work_dir: Path)
 def training_share_of_peak(results: list[dict[str, Any]]) -> dict[str, float]:
     """Training FLOP/s over the matmul peak, estimated from the train and hardware results.
 
-    Each runner's samples/s times the encoder's forward+backward FLOPs per SNIPS sentence.
+    Each runner's samples/s times the encoder's forward+backward FLOPs per SNIPS sentence, over
+    the matmul peak in the training precision.
     """
-    by_name = {result["benchmark"]: result for result in results}
-    if not {"train", "hardware"} <= set(by_name):
+    hardware = next((r for r in results if r["benchmark"] == "hardware"), None)
+    if hardware is None:
         return {}
-    precision = by_name["train"]["settings"]["precision"]
-    hardware = {(row["measure"], row["dtype"]): row for row in by_name["hardware"]["rows"]}
-    peak = next(row["tflops"] for (measure, dtype), row in hardware.items()
-                if measure.startswith("matmul") and dtype == precision) * 1e12
-    per_sentence = hardware[("forward+backward", precision)]["gflop_per_sentence"] * 1e9
-    return {f"{row['runner']} training {precision} / matmul peak (estimate)":
-            round(row["train_samples_per_second"] * per_sentence / peak, 4)
-            for row in by_name["train"]["rows"]}
+    rows = {(row["measure"], row["dtype"]): row for row in hardware["rows"]}
+    estimates = {}
+    for result in results:
+        if not result["benchmark"].startswith("train-"):
+            continue
+        precision = result["settings"]["precision"]
+        peak = next(row["tflops"] for (measure, dtype), row in rows.items()
+                    if measure.startswith("matmul") and dtype == precision) * 1e12
+        per_sentence = rows[("forward+backward", precision)]["gflop_per_sentence"] * 1e9
+        for row in result["rows"]:
+            key = f"{row['runner']} training {precision} / matmul peak (estimate)"
+            estimates[key] = round(row["train_samples_per_second"] * per_sentence / peak, 4)
+    return estimates
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -101,18 +120,26 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         backbone = backbone_folder(args.backbone, work_dir)
         results = []
         for name in names:
-            result = run_one(name, args, backbone, work_dir)
-            write_result(result, args.out)
-            results.append(result)
+            for result in run_one(name, args, backbone, work_dir):
+                write_result(result, args.out)
+                results.append(result)
     if args.benchmark == "all":
-        estimate = training_share_of_peak(results)
-        print("\n".join(f"  {key}: {value}" for key, value in estimate.items()))
-        ratios = {result["benchmark"]: result["ratios"] for result in results}
-        (args.out / "summary.json").write_text(json.dumps({**ratios, "estimates": estimate}, indent=1) + "\n")
-        lines = [f"- {key}: {value}" for key, value in estimate.items()]
-        (args.out / "summary.md").write_text("\n".join([to_markdown(r) for r in results]
-                                                       + ["# Estimates", "", *lines, ""]))
+        write_summary(results, args.out)
     return results
+
+
+def write_summary(results: list[dict[str, Any]], out: Path) -> None:
+    """summary.json / summary.md: every ratio, the training estimates and the targets' verdicts."""
+    estimates = training_share_of_peak(results)
+    verdicts = target_verdicts(results, estimates)
+    for line in [*(f"  {k}: {v}" for k, v in estimates.items()), *(f"  target {v}" for v in verdicts)]:
+        print(line)
+    ratios = {result["benchmark"]: result["ratios"] for result in results}
+    atomic_write_text(out / "summary.json",
+                      json.dumps({**ratios, "estimates": estimates, "targets": verdicts}, indent=1) + "\n")
+    lines = ["# Targets", "", *(f"- {verdict}" for verdict in verdicts), "",
+             "# Estimates", "", *(f"- {key}: {value}" for key, value in estimates.items()), ""]
+    atomic_write_text(out / "summary.md", "\n".join(lines + [to_markdown(r) for r in results]))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from common import header, ratio, run_script
+from common import display_path, header, ratio, run_script
 
 SCENARIOS = ("none", "all", "backbone", "head_a", "head_b", "gradual", "partial")
 
@@ -60,8 +60,9 @@ def run_reference(settings: RunSettings, out: Path) -> tuple[dict, float]:
 
 def bench_train(settings: RunSettings, work_dir: Path) -> dict[str, Any]:
     """Full fine-tuning samples/s of mtexp vs the HF Trainer reference, with test scores."""
-    metrics, mtexp_wall = run_mtexp(settings, work_dir / "train-mtexp", ["freezing=none"])
-    reference, reference_wall = run_reference(settings, work_dir / "train-hf.json")
+    name = f"train-{settings.precision}"
+    metrics, mtexp_wall = run_mtexp(settings, work_dir / f"{name}-mtexp", ["freezing=none"])
+    reference, reference_wall = run_reference(settings, work_dir / f"{name}-hf.json")
     rows = [
         {"runner": "mtexp", "train_samples_per_second": metrics["cost"]["train_samples_per_second"],
          "train_seconds": metrics["cost"]["train_seconds"], "process_seconds": round(mtexp_wall, 1),
@@ -73,7 +74,7 @@ def bench_train(settings: RunSettings, work_dir: Path) -> dict[str, Any]:
          "test_slot_f1": reference["test_slot_f1"], "epoch_scored": settings.epochs},
     ]
     mtexp, hf = rows
-    result = header("train", {**_plain(settings), "freezing": "none"})
+    result = header(name, {**_plain(settings), "freezing": "none"})
     result["rows"] = rows
     result["ratios"] = {
         "mtexp_vs_hf_samples_per_second": ratio(mtexp["train_samples_per_second"],
@@ -143,4 +144,5 @@ def bench_freezing(settings: RunSettings, work_dir: Path, other_epochs: int,
 
 
 def _plain(settings: RunSettings) -> dict[str, Any]:
-    return {key: str(value) if isinstance(value, Path) else value for key, value in vars(settings).items()}
+    return {key: display_path(value) if isinstance(value, Path) else value
+            for key, value in vars(settings).items()}

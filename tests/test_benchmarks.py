@@ -12,8 +12,9 @@ BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH_DIR))
 
 import run as bench_run  # noqa: E402
-from common import backbone_folder  # noqa: E402
+from common import REPO_ROOT, backbone_folder, display_path  # noqa: E402
 from hardware import bench_hardware  # noqa: E402
+from targets import target_verdicts  # noqa: E402
 from training import RunSettings, bench_freezing, bench_train  # noqa: E402
 
 
@@ -69,3 +70,41 @@ def test_freezing_reports_ratios_to_none(shared_data: Path, tiny_backbone: Path,
         assert positive(backbone[key]), key
     assert backbone["params_trainable"] < result["rows"][0]["params_trainable"]
     assert positive(result["ratios"]["backbone/none wall time, 1 epochs (train_seconds incl. cache)"])
+
+
+def test_result_files_show_no_machine_specific_paths(tmp_path: Path) -> None:
+    assert display_path(bench_run.backbone_folder("minilm", tmp_path)).startswith("bundled all-MiniLM-L6-v2")
+    assert display_path(REPO_ROOT.parent / "shared" / "data" / "snips") == "../shared/data/snips"
+    assert display_path(REPO_ROOT / "results" / "bench") == "results/bench"
+    assert display_path(tmp_path / "tiny-backbone") == "tiny-backbone"
+
+
+def test_precision_option_takes_one_or_both() -> None:
+    assert bench_run.parser().parse_args(["train"]).precision == ["fp32", "bf16"]
+    assert bench_run.parser().parse_args(["train", "--precision", "bf16"]).precision == ["bf16"]
+    with pytest.raises(SystemExit):
+        bench_run.parser().parse_args(["train", "--precision", "fp16"])
+
+
+def test_targets_are_judged_from_the_ratios() -> None:
+    results = [
+        {"benchmark": "encode", "ratios": {"mtexp_fastest_setting": "mtexp bf16",
+                                           "mtexp_fastest_vs_st_fp32_speed": 1.7,
+                                           "mtexp_fastest_min_cosine": 0.9995}},
+        {"benchmark": "train-bf16", "settings": {"precision": "bf16"},
+         "ratios": {"mtexp_vs_hf_samples_per_second": 1.4, "intent_accuracy_points_mtexp_minus_hf": -0.3,
+                    "slot_f1_points_mtexp_minus_hf": 1.5}},
+        {"benchmark": "freezing", "ratios": {"backbone/none peak_memory_mb": 0.7,
+                                             "backbone/none wall time, 5 epochs": 0.2}},
+    ]
+    lines = target_verdicts(results, {"mtexp training bf16 / matmul peak (estimate)": 0.4})
+    status = {line.split(" = ")[0].split(": ", 1)[1]: line.split(":")[0] for line in lines}
+    assert status == {
+        "encode speed vs sentence-transformers fp32 (mtexp bf16)": "met",
+        "encode min cosine to fp32": "met",
+        "training samples/s vs HF Trainer, bf16": "missed",
+        "test intent accuracy, mtexp - HF points, bf16": "met",
+        "test slot F1, mtexp - HF points, bf16": "missed",
+        "backbone/none peak_memory_mb": "missed",
+        "backbone/none wall time, 5 epochs": "met",
+    }
