@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATA, backbone_folder, snips_sentences, to_markdown, write_result
+from common import DEFAULT_DATA, backbone_folder, header, snips_sentences, to_markdown, write_result
 from encode import bench_encode
 from hardware import bench_hardware
 from targets import target_verdicts
@@ -41,7 +41,8 @@ def precisions(text: str) -> list[str]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Benchmarks of mtexp against the usual tools and the hardware.")
-    p.add_argument("benchmark", choices=[*BENCHMARKS, "all"])
+    p.add_argument("benchmark", choices=[*BENCHMARKS, "all", "summary"],
+                   help="summary: rewrite summary.* from the result files already in --out")
     p.add_argument("--out", type=Path, default=Path("results/bench"), help="folder for the result files")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="SNIPS folder (JointBERT layout)")
     p.add_argument("--backbone", default="minilm", help="minilm (bundled), tiny (random, tests) or a folder")
@@ -87,10 +88,12 @@ def run_one(name: str, args: argparse.Namespace, backbone: Path, work_dir: Path)
 
 
 def training_share_of_peak(results: list[dict[str, Any]]) -> dict[str, float]:
-    """Training FLOP/s over the matmul peak, estimated from the train and hardware results.
+    """Useful training FLOP/s over the matmul peak, estimated from the train and hardware results.
 
     Each runner's samples/s times the encoder's forward+backward FLOPs per SNIPS sentence, over
-    the matmul peak in the training precision.
+    the matmul peak in the training precision. Only real tokens count: the hardware batches'
+    FLOPs are scaled by their share of non-padding tokens (the linear layers, nearly all the
+    FLOPs at these lengths, scale with tokens), so padding a runner computes earns it nothing.
     """
     hardware = next((r for r in results if r["benchmark"] == "hardware"), None)
     if hardware is None:
@@ -103,9 +106,10 @@ def training_share_of_peak(results: list[dict[str, Any]]) -> dict[str, float]:
         precision = result["settings"]["precision"]
         peak = next(row["tflops"] for (measure, dtype), row in rows.items()
                     if measure.startswith("matmul") and dtype == precision) * 1e12
-        per_sentence = rows[("forward+backward", precision)]["gflop_per_sentence"] * 1e9
+        real_share = 1.0 - hardware["ratios"]["padding_fraction"]
+        per_sentence = rows[("forward+backward", precision)]["gflop_per_sentence"] * 1e9 * real_share
         for row in result["rows"]:
-            key = f"{row['runner']} training {precision} / matmul peak (estimate)"
+            key = f"{row['runner']} training {precision} / matmul peak (estimate, real tokens)"
             estimates[key] = round(row["train_samples_per_second"] * per_sentence / peak, 4)
     return estimates
 
@@ -114,6 +118,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.benchmark == "summary":
+        results = load_results(args.out)
+        write_summary(results, args.out)
+        return results
     names = BENCHMARKS if args.benchmark == "all" else (args.benchmark,)
     with tempfile.TemporaryDirectory(prefix="mtexp-bench-") as tmp:
         work_dir = (args.work_dir or Path(tmp)).resolve()
@@ -128,6 +136,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     return results
 
 
+def load_results(out: Path) -> list[dict[str, Any]]:
+    """The result files a session wrote to `out`, in benchmark order."""
+    files = [out / f"{name}.json" for name in ("encode", "train-fp32", "train-bf16", "freezing", "hardware")]
+    results = [json.loads(path.read_text()) for path in files if path.is_file()]
+    if not results:
+        raise SystemExit(f"no benchmark results (encode.json, train-*.json, ...) in {out}")
+    return results
+
+
 def write_summary(results: list[dict[str, Any]], out: Path) -> None:
     """summary.json / summary.md: every ratio, the training estimates and the targets' verdicts."""
     estimates = training_share_of_peak(results)
@@ -137,7 +154,10 @@ def write_summary(results: list[dict[str, Any]], out: Path) -> None:
     ratios = {result["benchmark"]: result["ratios"] for result in results}
     atomic_write_text(out / "summary.json",
                       json.dumps({**ratios, "estimates": estimates, "targets": verdicts}, indent=1) + "\n")
-    lines = ["# Targets", "", *(f"- {verdict}" for verdict in verdicts), "",
+    written = header("summary", {})
+    lines = [f"Written by `{written['command']}` on {written['date']} (git {written['git_revision']}) "
+             "from the result files below; each names the command that measured it.", "",
+             "# Targets", "", *(f"- {verdict}" for verdict in verdicts), "",
              "# Estimates", "", *(f"- {key}: {value}" for key, value in estimates.items()), ""]
     atomic_write_text(out / "summary.md", "\n".join(lines + [to_markdown(r) for r in results]))
 

@@ -12,7 +12,7 @@ BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH_DIR))
 
 import run as bench_run  # noqa: E402
-from common import REPO_ROOT, backbone_folder, display_path  # noqa: E402
+from common import REPO_ROOT, backbone_folder, display_path, header  # noqa: E402
 from hardware import bench_hardware  # noqa: E402
 from targets import target_verdicts  # noqa: E402
 from training import RunSettings, bench_freezing, bench_train  # noqa: E402
@@ -108,3 +108,17 @@ def test_targets_are_judged_from_the_ratios() -> None:
         "backbone/none peak_memory_mb": "missed",
         "backbone/none wall time, 5 epochs": "met",
     }
+
+
+def test_summary_is_rewritten_from_saved_results(tmp_path: Path) -> None:
+    encode = {**header("encode", {}), "rows": [], "notes": [],
+              "ratios": {"mtexp_fastest_setting": "mtexp bf16", "mtexp_fastest_vs_st_fp32_speed": 1.2,
+                         "mtexp_fastest_min_cosine": 0.9999}}
+    (tmp_path / "encode.json").write_text(json.dumps(encode))
+    [loaded] = bench_run.main(["summary", "--out", str(tmp_path)])
+    assert loaded["ratios"] == encode["ratios"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["targets"][0].startswith("missed: encode speed")
+    assert (tmp_path / "summary.md").read_text().startswith("Written by `")
+    with pytest.raises(SystemExit):
+        bench_run.main(["summary", "--out", str(tmp_path / "empty")])
