@@ -44,14 +44,16 @@ def machine_line(run_dirs: list[Path]) -> str:
     return "unknown (no env.json)"
 
 
-def readme(command: str, run_dirs: list[Path], sweep_dir: Path) -> str:
+def readme(command: str, run_dirs: list[Path], destination: Path, by: str | None = None) -> str:
     date = dt.date.today().isoformat()
+    by_option = f" --by {by}" if by else ""
     return (
-        f"# {sweep_dir.parent.name}\n\n"
+        f"# {destination.name}\n\n"
         f"Command (from the repository root):\n\n    {command}\n\n"
         f"Machine: {machine_line(run_dirs)}\n\nDate: {date}. Runs: {len(run_dirs)} "
         f"(`runs/`, weights and checkpoints left out). Report: `summary.md`, `claims.md`, "
-        "`report.html`, PNG plots; from this folder, `mtexp-report runs --out .` writes them again.\n"
+        f"`report.html`, PNG plots; from this folder, `mtexp-report runs --out .{by_option}` writes "
+        "them again.\n"
     )
 
 
@@ -65,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     run_dirs = copy_runs(args.sweep_dir, args.destination)
     if not run_dirs:
         parser.error(f"no run directories (status.json) under {args.sweep_dir}")
-    atomic_write_text(args.destination / "README.md", readme(args.command, run_dirs, args.sweep_dir))
+    text = readme(args.command, run_dirs, args.destination, args.by)
+    atomic_write_text(args.destination / "README.md", text)
     report_args = [str(args.destination / "runs"), "--out", str(args.destination)]
     return report_main(report_args + (["--by", args.by] if args.by else []))
 
