@@ -30,6 +30,7 @@ from training import RunSettings, bench_freezing, bench_train
 from mtexp.io import atomic_write_text
 
 BENCHMARKS = ("encode", "train", "freezing", "hardware")
+RESULT_NAMES = ("encode", "train-fp32", "train-bf16", "freezing", "hardware")  # train: one per precision
 
 
 def precisions(text: str) -> list[str]:
@@ -99,6 +100,7 @@ def training_share_of_peak(results: list[dict[str, Any]]) -> dict[str, float]:
     if hardware is None:
         return {}
     rows = {(row["measure"], row["dtype"]): row for row in hardware["rows"]}
+    real_share = 1.0 - hardware["ratios"]["padding_fraction"]
     estimates = {}
     for result in results:
         if not result["benchmark"].startswith("train-"):
@@ -106,7 +108,6 @@ def training_share_of_peak(results: list[dict[str, Any]]) -> dict[str, float]:
         precision = result["settings"]["precision"]
         peak = next(row["tflops"] for (measure, dtype), row in rows.items()
                     if measure.startswith("matmul") and dtype == precision) * 1e12
-        real_share = 1.0 - hardware["ratios"]["padding_fraction"]
         per_sentence = rows[("forward+backward", precision)]["gflop_per_sentence"] * 1e9 * real_share
         for row in result["rows"]:
             key = f"{row['runner']} training {precision} / matmul peak (estimate, real tokens)"
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 def load_results(out: Path) -> list[dict[str, Any]]:
     """The result files a session wrote to `out`, in benchmark order."""
-    files = [out / f"{name}.json" for name in ("encode", "train-fp32", "train-bf16", "freezing", "hardware")]
+    files = [out / f"{name}.json" for name in RESULT_NAMES]
     results = [json.loads(path.read_text()) for path in files if path.is_file()]
     if not results:
         raise SystemExit(f"no benchmark results (encode.json, train-*.json, ...) in {out}")
