@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
+from conftest import require_module
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = ["backbone=tiny", "data.size=400", "trainer=quick", "eval.cka_sentences=0", "eval.train_subset=0"]
 # Dropout masks differ between one process and two, and each rank averages its own tokens' loss,
@@ -26,7 +28,7 @@ def train(command: list[str], run_dir: Path) -> None:
 
 
 def test_two_processes_match_one(tmp_path):
-    pytest.importorskip("torch.distributed.run")
+    require_module("torch.distributed.run")
     single, double = tmp_path / "single", tmp_path / "double"
     train([sys.executable, "-m", "mtexp.train"], single)
     train([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
+from conftest import require_module
+
+nbformat = require_module("nbformat")
+nbclient = require_module("nbclient")
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "results" / "analysis.ipynb"
