@@ -9,10 +9,8 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
-from safetensors.torch import load_file
-
 from conftest import require_module
+from safetensors.torch import load_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = ["backbone=tiny", "data.size=400", "trainer=quick", "eval.cka_sentences=0", "eval.train_subset=0"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import require_module
+
 from mtexp.backbones import BundledModelError, bundled_model_path, verify_model_folder
 from mtexp.encoder import SentenceEncoder
 from mtexp.pooling import POOLING_MODES, pool

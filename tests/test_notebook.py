@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import require_module
 
 nbformat = require_module("nbformat")

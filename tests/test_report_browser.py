@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO_ROOT, require, require_module
 
 pytestmark = pytest.mark.slow
