@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
+from conftest import require_module
 from safetensors.torch import load_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ def train(command: list[str], run_dir: Path) -> None:
 
 
 def test_two_processes_match_one(tmp_path):
-    pytest.importorskip("torch.distributed.run")
+    require_module("torch.distributed.run")
     single, double = tmp_path / "single", tmp_path / "double"
     train([sys.executable, "-m", "mtexp.train"], single)
     train([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",

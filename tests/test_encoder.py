@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import require_module
 
 from mtexp.backbones import BundledModelError, bundled_model_path, verify_model_folder
 from mtexp.encoder import SentenceEncoder
@@ -25,7 +26,7 @@ def snips_sentences(shared_data, limit: int) -> list[str]:
 
 
 def test_matches_sentence_transformers_on_real_sentences(minilm, shared_data):
-    sentence_transformers = pytest.importorskip("sentence_transformers")
+    sentence_transformers = require_module("sentence_transformers")
     sentences = snips_sentences(shared_data, 256)
     reference = sentence_transformers.SentenceTransformer(str(bundled_model_path()), device="cpu")
     expected = reference.encode(sentences, batch_size=32, normalize_embeddings=True)

@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import require_module
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
+nbformat = require_module("nbformat")
+nbclient = require_module("nbclient")
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "results" / "analysis.ipynb"
