@@ -266,7 +266,7 @@ class Trainer:
             callback.on_step_end(self)
 
     def epoch_row(self, task_losses: dict[str, float]) -> dict[str, Any]:
-        """history.csv's row for the epoch just trained."""
+        """The history.csv row of the epoch just trained."""
         row: dict[str, Any] = {
             "epoch": self.state.epoch,
             "step": self.state.step,
