@@ -1,4 +1,7 @@
-"""Checkpoints for resuming a run, and the final model in safetensors."""
+"""What checkpoints hold (RNG state) and the final model's tensors in safetensors.
+
+Where checkpoints live and how they are written and read is `mtexp.rundir`'s business.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +15,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from mtexp.io import atomic_save
-
-CHECKPOINT_DIR = "checkpoints"
-LAST = "last.pt"
-BEST = "best.pt"
+from mtexp.rundir import LAST, RunDir
 
 
 def rng_state() -> dict[str, Any]:
@@ -33,17 +33,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run_dir: Path, name: str, payload: dict[str, Any]) -> Path:
-    path = run_dir / CHECKPOINT_DIR / name
-    atomic_save(path, lambda temp: torch.save(payload, temp))
-    return path
-
-
 def load_checkpoint(run_dir: Path, name: str = LAST) -> dict[str, Any] | None:
-    path = run_dir / CHECKPOINT_DIR / name
-    if not path.is_file():
-        return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """The checkpoint `name` of the run directory `run_dir`; None when it has none."""
+    return RunDir(run_dir).read_checkpoint(name)
 
 
 def export_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

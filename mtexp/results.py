@@ -5,21 +5,20 @@ Every view of a sweep (tables, plots, claims, the notebook) starts from `load_ru
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 from scipy import stats
 
-RUN_MARKERS = ("status.json", "metrics.json", ".hydra")
+from mtexp.rundir import CHECKPOINT_DIR, HYDRA_DIR, METRICS_FILE, RUN_MARKERS, RunDir, flatten
+
 KNOWN_GROUPS = ("backbone", "data", "freezing", "optim", "schedule", "trainer", "logger")
 INFO_COLUMNS = (
     "seed", "status", "error", "started", "ended", "run_dir", "overrides", "problems", "has_metrics",
@@ -31,7 +30,7 @@ VALUE_ORDER = {
 }
 HEADLINE = re.compile(r"test\.([^.]+\.(accuracy|macro_f1|f1|sentence_accuracy)|score)")
 STAT_SEP = ":"
-_PRUNE = {".hydra", "checkpoints", "__pycache__", ".git"}
+_PRUNE = {HYDRA_DIR, CHECKPOINT_DIR, "__pycache__", ".git"}
 
 
 class RunLoadWarning(UserWarning):
@@ -54,41 +53,8 @@ def find_run_dirs(*paths: str | os.PathLike[str]) -> list[Path]:
     return sorted(dict.fromkeys(p.resolve() for p in found))
 
 
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mapping -> {"a.b.c": leaf}; lists become JSON strings so that cells stay hashable."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{name}."))
-        elif isinstance(value, (list, tuple)):
-            flat[name] = json.dumps(value, default=str)
-        else:
-            flat[name] = value
-    return flat
-
-
-def _read(path: Path, problems: list[str], kind: type) -> Any:
-    """Parse a JSON or YAML file; None when absent; a problem note (not an exception) when corrupt."""
-    if not path.is_file():
-        return None
-    try:
-        text = path.read_text(encoding="utf-8")
-        doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as err:
-        problems.append(f"{path.name}: unreadable ({type(err).__name__}: {str(err)[:120]})")
-        return None
-    if not isinstance(doc, kind):
-        problems.append(f"{path.name}: expected a {kind.__name__}, got {type(doc).__name__}")
-        return None
-    return doc
-
-
-def _choices(run: Path, problems: list[str]) -> dict[str, Any]:
-    choices = _read(run / "choices.yaml", problems, dict)
-    if choices is None:
-        hydra_cfg = _read(run / ".hydra" / "hydra.yaml", problems, dict) or {}
-        choices = hydra_cfg.get("hydra", {}).get("runtime", {}).get("choices", {}) or {}
+def _choices(run: RunDir, problems: list[str]) -> dict[str, Any]:
+    choices = run.read_choices(problems)
     # `experiment` presets pick launchers and threads, not what is measured: not a group column.
     return {k: v for k, v in choices.items() if not str(k).startswith("hydra/") and k != "experiment"}
 
@@ -108,18 +74,15 @@ def read_run(run: str | os.PathLike[str]) -> dict[str, Any]:
 
 def _read_run(run: Path) -> tuple[dict[str, Any], list[str]]:
     problems: list[str] = []
-    status_doc = _read(run / "status.json", problems, dict) or {}
-    metrics = _read(run / "metrics.json", problems, dict)
-    config = _read(run / "config.yaml", problems, dict)
-    if config is None:
-        config = _read(run / ".hydra" / "config.yaml", problems, dict) or {}
-    overrides = _read(run / "overrides.yaml", problems, list)
-    if overrides is None:
-        overrides = _read(run / ".hydra" / "overrides.yaml", problems, list) or []
+    files = RunDir(run)
+    status_doc = files.read_status(problems)
+    metrics = files.read_metrics(problems)
+    config = files.read_config(problems)
+    overrides = files.read_overrides(problems)
     status = status_doc.get("status") or (metrics or {}).get("status") or "unknown"
     if status == "completed" and metrics is None and not any("metrics" in p for p in problems):
-        problems.append("metrics.json: missing although the run completed")
-    choices = _choices(run, problems)
+        problems.append(f"{METRICS_FILE}: missing although the run completed")
+    choices = _choices(files, problems)
     row: dict[str, Any] = {k: None if v is None else str(v) for k, v in choices.items()}
     row.update(
         seed=_seed(metrics or {}, config, run),
@@ -173,13 +136,13 @@ def load_histories(*paths: str | os.PathLike[str]) -> pd.DataFrame:
     """All history.csv rows with `run_dir`, `seed`, `status` and the group choices of their run."""
     frames = []
     for run in find_run_dirs(*paths):
-        path = run / "history.csv"
-        if not path.is_file():
-            continue
+        files = RunDir(run)
         try:
-            hist = pd.read_csv(path)
+            hist = files.read_history()
         except (OSError, UnicodeDecodeError, ValueError) as err:
-            warnings.warn(f"{path}: unreadable ({err})", RunLoadWarning, stacklevel=2)
+            warnings.warn(f"{files.history_file}: unreadable ({err})", RunLoadWarning, stacklevel=2)
+            continue
+        if hist is None:
             continue
         info, groups = _read_run(run)
         keep = {k: info[k] for k in [*groups, "seed", "status", "run_dir"]}

@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import shutil
 import sys
 from pathlib import Path
 
 from mtexp.io import atomic_write_text
 from mtexp.report import main as report_main
+from mtexp.rundir import ENV_FILE, UNPUBLISHED, RunDir, run_dirs_under
 
-LEFT_BEHIND = ("checkpoints", "model.safetensors", "report", ".hydra", "*.log")  # .hydra, logs: local paths
+LEFT_BEHIND = (*UNPUBLISHED, "report")  # and any report written inside a run folder
 
 
 def copy_runs(sweep_dir: Path, destination: Path) -> list[Path]:
-    runs = sorted(path.parent for path in sweep_dir.rglob("status.json"))
+    runs = run_dirs_under(sweep_dir)
     for run in runs:
         target = destination / "runs" / run.relative_to(sweep_dir)
         shutil.copytree(run, target, ignore=shutil.ignore_patterns(*LEFT_BEHIND), dirs_exist_ok=True)
@@ -32,16 +32,15 @@ def copy_runs(sweep_dir: Path, destination: Path) -> list[Path]:
 
 def machine_line(run_dirs: list[Path]) -> str:
     for run in run_dirs:
-        env_file = run / "env.json"
-        if env_file.is_file():
-            env = json.loads(env_file.read_text())
+        env = RunDir(run).read_environment()
+        if env is not None:
             return (
                 f"{env.get('processor')} x {env.get('cpu_count')} cores, device {env.get('device')}, "
                 f"{env.get('threads')} torch threads; Python {env.get('python')}, "
                 f"torch {env.get('torch')}, transformers {env.get('transformers')}; "
                 f"git {str(env.get('git_revision'))[:10]}"
             )
-    return "unknown (no env.json)"
+    return f"unknown (no {ENV_FILE})"
 
 
 def readme(command: str, run_dirs: list[Path], destination: Path, by: str | None = None) -> str:

@@ -23,9 +23,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mtexp.checkpoint import CHECKPOINT_DIR, LAST
 from mtexp.config import validate
 from mtexp.results import load_runs
+from mtexp.rundir import CHECKPOINT_DIR, LAST
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = REPO / "sweeps"

@@ -195,18 +195,18 @@ def test_bf16_autocast_trains_and_scores(tmp_path):
 
 def test_gradual_unfreezing_with_layer_decay_resumes_after_a_crash(tmp_path, monkeypatch):
     """Resuming rebuilds the optimizer as it stood, thawed layer groups included."""
-    from mtexp.trainer import Trainer
+    from mtexp.callbacks import Checkpointing
 
     overrides = ("freezing=gradual", "optim=llrd", "trainer.epochs=3")
     reference = run(tiny_config(*overrides), tmp_path / "reference")
-    save_last = Trainer.save_last
+    save_last = Checkpointing.save_last
 
-    def crash_after_second_epoch(self):
-        save_last(self)
-        if self.state.epoch == 2:
+    def crash_after_second_epoch(self, trainer):
+        save_last(self, trainer)
+        if trainer.state.epoch == 2:
             raise RuntimeError("simulated crash")
 
-    monkeypatch.setattr(Trainer, "save_last", crash_after_second_epoch)
+    monkeypatch.setattr(Checkpointing, "save_last", crash_after_second_epoch)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(tiny_config(*overrides), tmp_path / "crashed")
     monkeypatch.undo()

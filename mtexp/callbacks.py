@@ -1,0 +1,139 @@
+"""Training-loop callbacks: per-step logging, early stopping, checkpoints.
+
+The `Trainer` calls every callback's hooks in list order: `on_fit_start` before the first epoch,
+`on_step_end` after each optimizer step, `on_epoch_end` after each epoch's history row is
+recorded, `on_fit_end` after the last epoch. A callback asks the loop to end by setting
+`trainer.should_stop`.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mtexp.config import EarlyStoppingConfig, RunConfig
+from mtexp.distributed import DistContext, barrier
+from mtexp.optim import group_learning_rates
+from mtexp.rundir import BEST, LAST, RunDir
+
+if TYPE_CHECKING:
+    from mtexp.trainer import Trainer
+
+
+class Callback:
+    """Hooks into the training loop; each does nothing unless overridden."""
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        """Before the first epoch, the feature cache built."""
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        """After an optimizer step (`trainer.state.step` counts it)."""
+
+    def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
+        """After an epoch; `row` is its history row, already in `trainer.state.history`."""
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        """After the last epoch (or the one early stopping ended on)."""
+
+
+class StepLogger(Callback):
+    """Per-step losses and learning rates (`logger=csv`), kept in the state and written to steps.csv."""
+
+    def __init__(self, every_steps: int) -> None:
+        self.every_steps = every_steps
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        state = trainer.state
+        if state.step % self.every_steps:
+            return
+        row = {"epoch": state.epoch + 1, "step": state.step}
+        row.update({f"train.{name}.loss": value for name, value in trainer.last_losses.items()})
+        row.update({f"lr.{name}": lr for name, lr in group_learning_rates(trainer.optimizer).items()})
+        state.steps.append(row)
+
+
+class EarlyStopping(Callback):
+    """Tracks the best epoch by a dev metric, and ends training after `patience` epochs without
+    improvement (never when `patience` is None)."""
+
+    def __init__(self, cfg: EarlyStoppingConfig) -> None:
+        self.cfg = cfg
+
+    def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
+        score = row.get(self.cfg.metric)
+        if score is None:
+            raise KeyError(
+                f"trainer.early_stopping.metric {self.cfg.metric!r} is not a dev metric; "
+                f"choose from {sorted(k for k in row if k.startswith('dev.'))}"
+            )
+        state = trainer.state
+        best = state.best_score
+        better = best is None or (score > best if self.cfg.mode == "max" else score < best)
+        if better:
+            state.best_score = float(score)
+            state.best_epoch = state.epoch
+            state.epochs_without_improvement = 0
+        else:
+            state.epochs_without_improvement += 1
+        patience = self.cfg.patience
+        if patience is not None and state.epochs_without_improvement >= patience:
+            trainer.should_stop = True
+
+
+class Checkpointing(Callback):
+    """`last.pt` after every epoch, `best.pt` when the epoch is the best so far (as set by
+    `EarlyStopping`, which must come first); resumes from a `last.pt`, and loads the best weights
+    at the end. Only the main process writes."""
+
+    def __init__(self, run_dir: RunDir, context: DistContext, resume_from: RunDir | None = None) -> None:
+        self.run_dir = run_dir
+        self.context = context
+        self.resume_from = resume_from
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        barrier(self.context)
+        source = self.resume_from
+        checkpoint = source.read_checkpoint(LAST) if source is not None else None
+        if checkpoint is None:
+            return
+        trainer.load_state_dict(checkpoint)
+        if source.path != self.run_dir.path and self.context.is_main:
+            best = source.read_checkpoint(BEST)
+            if best is not None:
+                self.run_dir.write_checkpoint(BEST, best)
+
+    def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
+        if not self.context.is_main:
+            return
+        if trainer.state.best_epoch == trainer.state.epoch:
+            self.run_dir.write_checkpoint(BEST, {"model": copy.deepcopy(trainer.model.state_dict())})
+        self.save_last(trainer)
+
+    def save_last(self, trainer: Trainer) -> None:
+        self.run_dir.write_checkpoint(LAST, trainer.state_dict())
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        barrier(self.context)
+        best = self.run_dir.read_checkpoint(BEST)
+        if best is not None:
+            trainer.model.load_state_dict(best["model"])
+
+
+def resume_source(resume: Any, run_dir: RunDir) -> RunDir | None:
+    """`trainer.resume`: true resumes from the run's own directory, a path from that directory."""
+    if resume is True or (isinstance(resume, str) and resume.lower() == "true"):
+        return run_dir
+    if isinstance(resume, str) and resume and resume.lower() != "false":
+        return RunDir(Path(resume))
+    return None
+
+
+def default_callbacks(run: RunConfig, run_dir: RunDir, context: DistContext) -> list[Callback]:
+    """Step logging when `logger=csv`, then early stopping, then checkpoints (in that order)."""
+    callbacks: list[Callback] = []
+    if run.logger.name == "csv":
+        callbacks.append(StepLogger(run.logger.every_steps))
+    callbacks.append(EarlyStopping(run.trainer.early_stopping))
+    callbacks.append(Checkpointing(run_dir, context, resume_source(run.trainer.resume, run_dir)))
+    return callbacks
