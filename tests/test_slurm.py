@@ -18,8 +18,8 @@ import torch
 from conftest import REPO_ROOT, require
 from slurm_cluster import SlurmCluster, missing_tools
 
-from mtexp.checkpoint import CHECKPOINT_DIR, LAST
 from mtexp.results import load_runs
+from mtexp.rundir import CHECKPOINT_DIR, LAST
 
 pytestmark = pytest.mark.slow
 RUN = ("backbone=tiny", "data.size=2000", "trainer=quick", "trainer.epochs=4", "trainer.threads=1",
