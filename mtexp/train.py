@@ -21,7 +21,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mtexp.checkpoint import save_model
 from mtexp.config import RunConfig, check_task_names, validate
 from mtexp.data import MultiTaskData, data_config, load_data
 from mtexp.data.features import Features, build_features
@@ -40,7 +39,7 @@ from mtexp.io import atomic_write_json, atomic_write_text
 from mtexp.metrics import convergence_measures
 from mtexp.model import MultiTaskModel
 from mtexp.resources import reuse_freed_memory
-from mtexp.rundir import METRICS_FILE, now_iso, write_config, write_environment, write_status
+from mtexp.rundir import METRICS_FILE, now_iso, write_config, write_environment, write_model, write_status
 from mtexp.seeding import seed_everything
 from mtexp.summary import format_metrics_table
 from mtexp.trainer import Trainer, TrainResult
@@ -155,7 +154,7 @@ def train_and_evaluate(run: RunConfig, run_dir: Path, device: torch.device,
     }
     if context.is_main:
         write_history(run_dir, result)
-        save_model(run_dir / "model.safetensors", model, {"seed": str(run.seed)})
+        write_model(run_dir, model, {"seed": str(run.seed)})
         atomic_write_json(run_dir / METRICS_FILE, metrics)
     return metrics
 
