@@ -115,7 +115,7 @@ def predict_main(argv: list[str] | None = None) -> int:
     if args.input is not None:
         from_file = read_sentences(args.input, prog=parser.prog)
         if not from_file:
-            raise SystemExit(f"{parser.prog}: input file {args.input} holds no sentences (it is empty or blank)")
+            raise SystemExit(f"{parser.prog}: input file {args.input} holds no sentences (empty or blank)")
         sentences += from_file
     if not sentences:
         parser.error("give sentences as arguments or with --input FILE")
