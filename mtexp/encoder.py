@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
+from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, BertModel
 
 from mtexp.backbones import DEFAULT_BACKBONE, resolve_backbone
 from mtexp.pooling import check_pooling_mode, pool
@@ -92,6 +93,32 @@ class SentenceEncoder(nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             backbone = BertModel(config, add_pooling_layer=False)
+        return cls(backbone, tokenizer, pooling=pooling, normalize=normalize, max_length=max_length)
+
+    @classmethod
+    def from_config(
+        cls,
+        backbone_config: Mapping[str, Any],
+        tokenizer,
+        pooling: str = "mean",
+        normalize: bool = False,
+        max_length: int = 128,
+        trust_remote_code: bool = False,
+    ) -> SentenceEncoder:
+        """The architecture of a Hugging Face model config (`config.to_dict()`), weights unset.
+
+        Nothing is downloaded: the backbone is built with `AutoModel.from_config` and its
+        parameters are left as initialised, for a saved state dict to fill. The global random
+        state is left as it was.
+        """
+        settings = dict(backbone_config)
+        model_type = settings.pop("model_type", None)
+        if not model_type:
+            raise ValueError("the backbone config has no 'model_type'; cannot rebuild its architecture")
+        config = AutoConfig.for_model(model_type, **settings)
+        with torch.random.fork_rng(devices=[]):
+            backbone = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
+        _drop_unused_pooler(backbone)
         return cls(backbone, tokenizer, pooling=pooling, normalize=normalize, max_length=max_length)
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -48,6 +49,8 @@ class MultiTaskModel(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.tasks = {task.name: task for task in tasks}
+        self.head_hidden = head_hidden
+        self.head_dropout = head_dropout
         self.heads = nn.ModuleDict(
             {
                 task.name: make_head(encoder.hidden_size, len(task.labels), head_hidden, head_dropout)
@@ -84,6 +87,16 @@ class MultiTaskModel(nn.Module):
         if losses:
             total = sum(self.loss_weights[name] * loss for name, loss in losses.items())
         return ModelOutput(logits, losses, total)
+
+    def predict(self, sentences: Sequence[str], batch_size: int = 64) -> list[dict[str, Any]]:
+        """Every task's prediction per sentence, in input order (`mtexp.predict.predict_sentences`).
+
+        A sentence is split into words at whitespace; a sequence task gives `{"label",
+        "probability"}`, a token task `{"tags", "entities"}` with one tag per word.
+        """
+        from mtexp.predict import predict_sentences  # it imports this module
+
+        return predict_sentences(self, sentences, batch_size)
 
 
 def task_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,6 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mtexp.build import build_model, build_run_features, load_data_checked, pick_device
-from mtexp.checkpoint import save_model
 from mtexp.config import RunConfig, validate
 from mtexp.distributed import (
     DistContext,
@@ -33,7 +32,7 @@ from mtexp.distributed import (
 from mtexp.measure import Pretrained, run_metrics
 from mtexp.model import MultiTaskModel
 from mtexp.resources import reuse_freed_memory
-from mtexp.rundir import RunDir, now_iso
+from mtexp.rundir import RunDir, now_iso, write_model
 from mtexp.summary import format_metrics_table
 from mtexp.trainer import Trainer, TrainResult
 
@@ -99,7 +98,7 @@ def write_outputs(run_dir: RunDir, run: RunConfig, model: MultiTaskModel, result
                   metrics: dict[str, Any]) -> None:
     """history.csv (and steps.csv), the trained model, then metrics.json: the run is complete."""
     run_dir.write_history(result.state.history, result.state.steps)
-    save_model(run_dir.model_file, model, {"seed": str(run.seed)})
+    write_model(run_dir.path, model, {"seed": str(run.seed)})
     run_dir.write_metrics(metrics)
 
 

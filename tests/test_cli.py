@@ -1,4 +1,4 @@
-"""`mtexp-encode` end to end, offline."""
+"""`mtexp-encode` and `mtexp-predict` end to end, offline."""
 
 from __future__ import annotations
 
@@ -39,3 +39,23 @@ def test_encode_reports_a_missing_file(tmp_path):
     result = run_encode("--input", str(tmp_path / "nope.txt"), cwd=tmp_path)
     assert result.returncode != 0
     assert "input file not found" in result.stderr
+
+
+def run_predict(*args: str, cwd) -> subprocess.CompletedProcess:
+    """`mtexp-predict` as its console script runs it: `predict_main()` reading sys.argv."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    script = "import sys; from mtexp.cli import predict_main; sys.exit(predict_main())"
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True, text=True, env=env, cwd=cwd, timeout=300,
+    )
+
+
+def test_predict_reports_a_run_directory_without_a_model(tmp_path):
+    result = run_predict(str(tmp_path), "turn on the lights", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"mtexp-predict: {tmp_path} holds no saved model: model.json not found "
+        "(not a run directory of mtexp-train)"
+    )
+    assert result.stdout == ""

@@ -15,7 +15,7 @@ from mtexp.rundir import RunDir, flatten
 
 REPO = Path(__file__).resolve().parents[1]
 FILE_NAMES = [value for name, value in vars(rundir).items()
-              if name.isupper() and isinstance(value, str) and name != "REPO_ROOT"]
+              if name.endswith(("_FILE", "_DIR")) or name in ("LAST", "BEST")]
 # The bundled backbone's own weights file happens to share the run directory's model file name.
 ELSEWHERE = {("mtexp/backbones.py", rundir.MODEL_FILE)}
 
@@ -23,12 +23,16 @@ ELSEWHERE = {("mtexp/backbones.py", rundir.MODEL_FILE)}
 def test_file_names_are_spelled_only_in_the_run_directory_module():
     assert {"config.yaml", "status.json", "metrics.json", "history.csv", "steps.csv", "last.pt",
             "best.pt", "checkpoints", ".hydra"} <= set(FILE_NAMES)
-    literal = re.compile("|".join(rf"[\"']{re.escape(name)}[\"']" for name in FILE_NAMES))
+    # A folder name without a dot ("checkpoints", "tokenizer") is also an everyday word: it counts
+    # where a path is joined with it.
+    literal = re.compile("|".join(
+        rf"[\"']{re.escape(name)}[\"']" if "." in name else rf"/\s*[\"']{re.escape(name)}[\"']"
+        for name in FILE_NAMES))
     found = set()
     for path in [*REPO.glob("mtexp/**/*.py"), *REPO.glob("sweeps/**/*.py")]:
         relative = path.relative_to(REPO).as_posix()
         for match in literal.finditer(path.read_text(encoding="utf-8")):
-            found.add((relative, match.group()[1:-1]))
+            found.add((relative, match.group().lstrip("/ ")[1:-1]))
     assert {hit for hit in found if hit[0] != "mtexp/rundir.py"} == ELSEWHERE
 
 
