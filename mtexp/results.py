@@ -276,7 +276,7 @@ def sort_groups(df: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
 
 
 def summarize(
-    df: pd.DataFrame, by: str | Sequence[str] = ("freezing",), metrics: Sequence[str] | None = None
+    df: pd.DataFrame, by: str | Sequence[str] = (GROUP,), metrics: Sequence[str] | None = None
 ) -> pd.DataFrame:
     """Per group: run counts (`runs`, `n` completed, `seeds` distinct among them, `failed`,
     `running`, `problems`) and, for each metric, `<metric>:mean`, `:std`, `:ci_low`, `:ci_high`
