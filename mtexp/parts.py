@@ -7,10 +7,9 @@ A part's `name` ("encoder.embeddings", "encoder.layer_3", "encoder.other", "head
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 PartKind = Literal["embeddings", "layer", "encoder-other", "head", "other"]
-ENCODER_KINDS: frozenset[str] = frozenset({"embeddings", "layer", "encoder-other"})
 
 
 @dataclass(frozen=True)
@@ -23,6 +22,8 @@ class Part:
     task: str | None = None
 
     def __post_init__(self) -> None:
+        if self.kind not in get_args(PartKind):
+            raise ValueError(f"{self!r}: kind must be one of {get_args(PartKind)}")
         if (self.kind == "layer") != (self.layer is not None):
             raise ValueError(f"{self!r}: a layer index goes with kind 'layer', and only with it")
         if (self.kind == "head") != (self.task is not None):
@@ -48,7 +49,7 @@ class Part:
 
     @property
     def in_encoder(self) -> bool:
-        return self.kind in ENCODER_KINDS
+        return self.kind in ("embeddings", "layer", "encoder-other")
 
     def __str__(self) -> str:
         return self.name

@@ -19,7 +19,8 @@ from mtexp.parts import Part
 from mtexp.scenarios import SCENARIOS as REGISTRY
 from mtexp.scenarios import scenario_names
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "freezing"
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf" / "freezing"
 TASKS = [
     TaskSpec("intent", "sequence", ("a", "b", "c")),
     TaskSpec("slots", "token", ("O", "B-x", "I-x", "B-y", "I-y")),
@@ -139,6 +140,8 @@ def test_parts_are_structured_and_keep_their_group_names(tiny_encoder):
     assert [part.in_encoder for part in expected] == [True, True, True, False, False]
     with pytest.raises(ValueError, match="layer index"):
         Part("layer")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        Part("pooler")
     with pytest.raises(ValueError, match="a task goes with kind 'head'"):
         Part("embeddings", task="intent")
 
@@ -236,3 +239,11 @@ def test_registry_order_and_legacy_name():
     assert [name for name, s in REGISTRY.items() if s.reference] == ["none"]
     assert [name for name, s in REGISTRY.items() if s.legacy] == ["one_head"]
     assert scenario_names(lambda s: s.reference) == ("none",)
+
+
+def test_a_run_recorded_under_the_legacy_name_still_loads(tiny_encoder):
+    recorded = OmegaConf.load(REPO / "results" / "freezing_atis" / "runs" / "3_seed0" / "config.yaml")
+    cfg = FreezingConfig(**recorded.freezing)
+    assert (cfg.name, cfg.head) == ("one_head", "A")
+    model = make_model(tiny_encoder)
+    assert trainable_parts(model, cfg) == trainable_parts(model, FreezingConfig("head_a"))
