@@ -220,7 +220,7 @@ def test_config_validation_and_presets():
     with pytest.raises(ValueError, match=r"freezing\.unfreeze_every"):
         FreezingConfig("gradual", unfreeze_every=0)
     presets = {path.stem: path for path in CONF.glob("*.yaml")}
-    assert set(presets) == {"none", "all", "backbone", "head_a", "head_b", "gradual", "partial"}
+    assert {"none", "all", "backbone", "head_a", "head_b", "gradual", "partial"} <= set(presets)
     assert set(presets) == set(scenario_names(legacy=False))  # one option per registered scenario
     loaded = {stem: FreezingConfig(**OmegaConf.load(path)) for stem, path in presets.items()}
     assert all(cfg.name == stem for stem, cfg in loaded.items())  # the option name is the scenario name
