@@ -25,7 +25,7 @@ from common import DEFAULT_DATA, backbone_folder, header, snips_sentences, to_ma
 from encode import bench_encode
 from hardware import bench_hardware
 from targets import target_verdicts
-from training import RunSettings, bench_freezing, bench_train
+from training import SCENARIOS, RunSettings, bench_freezing, bench_train
 
 from mtexp.io import atomic_write_text
 
@@ -63,7 +63,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--freezing-examples", type=int, default=2000)
     p.add_argument("--freezing-epochs", type=int, default=5, help="freezing: epochs of none and backbone")
     p.add_argument("--other-epochs", type=int, default=2, help="freezing: epochs of the other scenarios")
-    p.add_argument("--scenarios", default="none,all,backbone,head_a,head_b,gradual,partial")
+    p.add_argument("--scenarios", default=",".join(SCENARIOS))
     p.add_argument("--partial-k", type=int, default=None, help="freezing: layers frozen by partial")
     p.add_argument("--hardware-sentences", type=int, default=512)
     p.add_argument("--matmul-size", type=int, default=2048)

@@ -9,7 +9,9 @@ from typing import Any
 
 from common import display_path, header, ratio, run_script
 
-SCENARIOS = ("none", "all", "backbone", "head_a", "head_b", "gradual", "partial")
+from mtexp.scenarios import scenario_names
+
+SCENARIOS = scenario_names(legacy=False)  # every freezing option, the reference (none) first
 
 
 @dataclass

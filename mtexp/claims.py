@@ -6,7 +6,6 @@ and the checks to make; adjust it there. `evaluate_claims(runs, histories)` does
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
@@ -15,10 +14,19 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from mtexp.results import add_derived, completed_mask, group_columns_of, mean_ci, task_metrics
+from mtexp.results import (
+    FRACTION,
+    add_derived,
+    completed_mask,
+    group_columns_of,
+    mean_ci,
+    task_headlines,
+    task_metrics,
+)
+from mtexp.scenarios import GROUP, FrozenHead, Gradual, frozen_head, scenario_names
+from mtexp.tasks import resolve_head
 
-FRACTION = "cfg.data.train_fraction"
-FROZEN_HEAD_KEYS = ("cfg.freezing.head", "cfg.freezing.heads", "cfg.freezing.task")
+FROZEN_HEAD_KEYS = ("cfg.freezing.head",)
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
 MISSING = "inconclusive (missing runs)"
 UNMEASURED = "inconclusive (not measured)"
@@ -73,6 +81,12 @@ class ClaimSpec:
 QUALITY_CTX = Check("{quality}", "context", "quality (test)")
 # Memory added by training (CPU RSS counts the loaded process too); peak memory when absent.
 MEMORY = Check("cost.train_memory_mb|cost.peak_memory_mb", "lower", "less memory", 0.05, True)
+# The scenarios each freezing claim is about, and the reference they are compared with.
+REFERENCE = scenario_names(lambda s: s.reference)
+NOTHING_TRAINS = scenario_names(lambda s: not s.anything_trains)
+FROZEN_ENCODER = scenario_names(lambda s: s.anything_trains and not s.encoder_trains)
+FROZEN_HEADS = scenario_names(lambda s: issubclass(s, FrozenHead))
+GRADUAL = scenario_names(lambda s: issubclass(s, Gradual))
 UNIFORM = ("adamw", "uniform")
 LAYERWISE = ("llrd*", "discriminative*")
 DECAY = ("cfg.optim.layer_decay", "cfg.optim.decay")
@@ -82,7 +96,7 @@ CLAIMS: tuple[ClaimSpec, ...] = (
         "F1", "whole network frozen (freezing=all)",
         "Nothing is updated, so the model is a fixed feature extractor: training is fastest and "
         "lightest, overfitting is least likely, which suits small labelled sets.",
-        "freezing", ("all",), ("none",),
+        GROUP, NOTHING_TRAINS, REFERENCE,
         (Check("cost.seconds_per_epoch", "lower", "faster epochs", 0.05, True),
          MEMORY,
          QUALITY_CTX, Check("convergence.overfit_gap", "context", "overfit gap")),
@@ -98,7 +112,7 @@ CLAIMS: tuple[ClaimSpec, ...] = (
         "F2", "backbone frozen, heads trained (freezing=backbone)",
         "The heads adapt to each task while the pre-trained encoder is kept; training is faster "
         "and lighter than full fine-tuning.",
-        "freezing", ("backbone",), ("none",),
+        GROUP, FROZEN_ENCODER, REFERENCE,
         (Check("cost.seconds_per_epoch", "lower", "faster epochs", 0.05, True),
          MEMORY,
          Check("cost.params_trainable", "lower", "fewer trainable parameters", 0.01, True),
@@ -110,7 +124,7 @@ CLAIMS: tuple[ClaimSpec, ...] = (
     ClaimSpec(
         "F3", "backbone frozen (freezing=backbone)",
         "Freezing the encoder avoids catastrophic forgetting of the pre-trained representation.",
-        "freezing", ("backbone",), ("none",),
+        GROUP, FROZEN_ENCODER, REFERENCE,
         (Check("drift.cka.mean", "higher", "encoder unchanged (CKA to pre-trained)", 0.01),
          Check("drift.sts_spearman_change", "higher", "STS Spearman kept (after - before)")),
         "freezing", "freezing=none,backbone",
@@ -122,7 +136,7 @@ CLAIMS: tuple[ClaimSpec, ...] = (
     ClaimSpec(
         "F4", "backbone frozen, little labelled data",
         "With limited labelled data, freezing the encoder overfits less than full fine-tuning.",
-        "freezing", ("backbone",), ("none",),
+        GROUP, FROZEN_ENCODER, REFERENCE,
         (Check("convergence.overfit_gap", "lower", "smaller train-dev gap"),
          Check("{quality}", "higher", "better test score")),
         "learning_curve", "freezing=none,backbone data.train_fraction=0.01,0.05,0.2,1.0",
@@ -134,7 +148,7 @@ CLAIMS: tuple[ClaimSpec, ...] = (
     ClaimSpec(
         "F5", "one task head frozen (freezing=head_a / head_b / one_head)",
         "Freezing one head focuses training on the other task, which then does better.",
-        "freezing", ("head_a", "head_b", "one_head"), ("none",),
+        GROUP, FROZEN_HEADS, REFERENCE,
         (Check("{other}", "higher", "other task's test score"),),
         "freezing", "freezing=none,head_a,head_b", variant_by=FROZEN_HEAD_KEYS,
     ),
@@ -142,7 +156,7 @@ CLAIMS: tuple[ClaimSpec, ...] = (
         "F6", "gradual unfreezing, top layers first (freezing=gradual)",
         "Unfreezing from the top down adapts to the tasks while preventing catastrophic "
         "forgetting; the top layers carry the most task-specific change.",
-        "freezing", ("gradual",), ("none",),
+        GROUP, GRADUAL, REFERENCE,
         (Check("drift.cka.mean", "higher", "less encoder drift (CKA)", 0.01),
          Check("drift.sts_spearman_change", "higher", "STS Spearman kept (after - before)"),
          Check("{quality}", "not_lower", "test score not lower (margin 0.005)"),
@@ -296,14 +310,11 @@ def _metrics(check: Check, df: pd.DataFrame, frozen: set[str]) -> list[str]:
 
 
 def _frozen_tasks(value: str, extra: dict[str, object], df: pd.DataFrame) -> set[str]:
-    """Tasks whose head is frozen: head_a/`A` = first sequence task, head_b/`B` = first token task."""
-    cols = task_metrics(df)
-    alias = {"A": next((t for t, c in cols.items() if c.endswith(".accuracy")), None),
-             "B": next((t for t, c in cols.items() if c.endswith(".f1")), None)}
-    named: list[object] = [{"head_a": "A", "head_b": "B"}.get(value)]
-    for v in extra.values():
-        named += json.loads(v) if isinstance(v, str) and v.startswith("[") else [v]
-    return {str(alias.get(str(n), n)) for n in named if n is not None}
+    """Tasks whose head scenario `value` froze: the recorded `freezing.head`, else the scenario's
+    own head; A = first sequence task, B = first token task among the runs' test columns."""
+    kinds = {task: kind for task, (kind, _) in task_headlines(df).items()}
+    named = [str(v) for v in extra.values()] or [frozen_head(value)]
+    return {resolve_head(head, kinds) or head for head in named if head is not None}
 
 
 def _subset(df: pd.DataFrame, subset: str) -> pd.DataFrame | None:

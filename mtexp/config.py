@@ -16,6 +16,7 @@ from mtexp.data.types import DataError
 from mtexp.freezing import FreezingConfig
 from mtexp.optim import OptimConfig, ScheduleConfig
 from mtexp.pooling import POOLING_MODES
+from mtexp.tasks import HEAD_ALIASES
 
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -217,5 +218,5 @@ def check_task_names(run: RunConfig, task_names: list[str]) -> None:
     }
     for key, names in named.items():
         for name in names:
-            if name not in task_names and name not in ("A", "B"):
+            if name not in task_names and name not in HEAD_ALIASES:
                 raise ConfigError(f"{key} names {name!r}, which is not a task: tasks are {task_names}")

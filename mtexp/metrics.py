@@ -13,7 +13,7 @@ from seqeval.metrics import classification_report
 from seqeval.scheme import IOB2
 from sklearn.metrics import accuracy_score, f1_score
 
-HEADLINE_METRIC = {"sequence": "accuracy", "token": "f1"}
+from mtexp.tasks import headline_metric
 
 
 def sequence_metrics(gold: Sequence[str], pred: Sequence[str]) -> dict[str, float]:
@@ -99,47 +99,16 @@ def joint_sentence_accuracy(
     return right / n
 
 
-def evaluate_predictions(
-    tasks: Iterable[Any],
-    gold: Mapping[str, Sequence],
-    pred: Mapping[str, Sequence],
-    joint: bool = False,
-) -> dict[str, dict[str, Any]]:
-    """Metrics for every task (objects with `.name` and `.kind`, or a name -> kind mapping).
-
-    With `joint=True` and exactly one sequence and one token task, adds
-    `"joint": {"sentence_accuracy": ...}`.
-    """
-    kinds = task_kinds(tasks)
-    results: dict[str, dict[str, Any]] = {}
-    for name, kind in kinds.items():
-        if name not in gold or name not in pred:
-            raise KeyError(f"task {name!r} is missing from the gold or predicted labels")
-        metric = sequence_metrics if kind == "sequence" else token_metrics
-        results[name] = metric(gold[name], pred[name])
-    if joint:
-        sequence = [name for name, kind in kinds.items() if kind == "sequence"]
-        token = [name for name, kind in kinds.items() if kind == "token"]
-        if len(sequence) != 1 or len(token) != 1:
-            raise ValueError(
-                f"joint accuracy needs one sequence and one token task, got {sorted(kinds)}"
-            )
-        s, t = sequence[0], token[0]
-        accuracy = joint_sentence_accuracy(gold[s], pred[s], gold[t], pred[t])
-        results["joint"] = {"sentence_accuracy": accuracy}
-    return results
-
-
 def primary_score(
     metrics_for_split: Mapping[str, Mapping[str, Any]], tasks: Iterable[Any]
 ) -> float:
     """Mean of each task's headline metric (sequence: accuracy, token: f1)."""
-    kinds = task_kinds(tasks)
+    kinds = _kinds(tasks)
     if not kinds:
         raise ValueError("primary_score needs at least one task")
     scores = []
     for name, kind in kinds.items():
-        metric = HEADLINE_METRIC[kind]
+        metric = headline_metric(kind)
         try:
             scores.append(float(metrics_for_split[name][metric]))
         except KeyError as error:
@@ -183,13 +152,9 @@ def convergence_measures(
     return {"epochs_to_95pct": epochs[first], "best_epoch": epochs[best_index], "overfit_gap": gap}
 
 
-def task_kinds(tasks: Iterable[Any] | Mapping[str, str]) -> dict[str, str]:
-    """Task name -> kind from TaskSpec-like objects or a mapping."""
-    items = list(tasks.items()) if isinstance(tasks, Mapping) else [(task.name, task.kind) for task in tasks]
-    for name, kind in items:
-        if kind not in HEADLINE_METRIC:
-            raise ValueError(f"task {name!r} has unknown kind {kind!r} (sequence or token)")
-    return dict(items)
+def _kinds(tasks: Iterable[Any] | Mapping[str, str]) -> dict[str, str]:
+    """Task name -> kind, from TaskSpec-like objects (`.name`, `.kind`) or a name -> kind mapping."""
+    return dict(tasks) if isinstance(tasks, Mapping) else {task.name: task.kind for task in tasks}
 
 
 def _scores_from_frame(
@@ -202,9 +167,9 @@ def _scores_from_frame(
         dev_columns = [dev_column]
         train_columns = [train_column] if train_column is not None else []
     elif tasks is not None:
-        kinds = task_kinds(tasks)
-        dev_columns = [f"dev.{name}.{HEADLINE_METRIC[kind]}" for name, kind in kinds.items()]
-        train_columns = [f"train.{name}.{HEADLINE_METRIC[kind]}" for name, kind in kinds.items()]
+        metrics = {name: headline_metric(kind) for name, kind in _kinds(tasks).items()}
+        dev_columns = [f"dev.{name}.{metric}" for name, metric in metrics.items()]
+        train_columns = [f"train.{name}.{metric}" for name, metric in metrics.items()]
     else:
         raise ValueError("a history DataFrame needs `tasks` or `dev_column`")
     missing = [column for column in dev_columns if column not in frame.columns]

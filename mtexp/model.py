@@ -11,6 +11,7 @@ from torch import nn
 
 from mtexp.data.types import TaskSpec
 from mtexp.encoder import EncoderOutput, SentenceEncoder
+from mtexp.parts import EMBEDDINGS, ENCODER_OTHER, OTHER, Part
 
 IGNORE_INDEX = -100
 
@@ -87,6 +88,17 @@ class MultiTaskModel(nn.Module):
         if losses:
             total = sum(self.loss_weights[name] * loss for name, loss in losses.items())
         return ModelOutput(logits, losses, total)
+
+    def parameter_parts(self) -> dict[str, Part]:
+        """Every parameter's part (embeddings, encoder layer, rest of the encoder, task head,
+        other), by parameter name: what freezes and takes a learning rate together."""
+        owner: dict[int, Part] = {id(param): ENCODER_OTHER for param in self.encoder.parameters()}
+        owner.update({id(param): EMBEDDINGS for param in self.encoder.embeddings.parameters()})
+        for index, layer in enumerate(self.encoder.layers):
+            owner.update({id(param): Part.of_layer(index) for param in layer.parameters()})
+        for task, head in self.heads.items():
+            owner.update({id(param): Part.of_head(task) for param in head.parameters()})
+        return {name: owner.get(id(param), OTHER) for name, param in self.named_parameters()}
 
     def predict(self, sentences: Sequence[str], batch_size: int = 64) -> list[dict[str, Any]]:
         """Every task's prediction per sentence, in input order (`mtexp.predict.predict_sentences`).

@@ -5,11 +5,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from mtexp.freezing import EMBEDDINGS, parameter_parts, resolve_head
+from mtexp.parts import Part
+from mtexp.tasks import HEAD_ALIASES, resolve_head
+
+if TYPE_CHECKING:
+    from mtexp.model import MultiTaskModel
 
 NO_DECAY_SUFFIX = ".no_decay"
 NORM_TYPES: tuple[type[nn.Module], ...] = tuple(
@@ -60,37 +65,32 @@ class OptimConfig:
             raise ValueError(f"optim.betas must be two numbers in [0, 1), got {list(self.betas)}")
 
 
-def part_learning_rates(model: nn.Module, cfg: OptimConfig) -> dict[str, float]:
-    """The learning rate of every part of `model` (see `mtexp.freezing.parameter_parts`)."""
-    num_layers = len(model.encoder.layers) if hasattr(model, "encoder") else 0
+def part_learning_rates(model: MultiTaskModel, cfg: OptimConfig) -> dict[Part, float]:
+    """The learning rate of every part of `model` (see `MultiTaskModel.parameter_parts`)."""
     head_lrs = _head_overrides(model, cfg)
+    num_layers = len(model.encoder.layers)
     rates = {}
-    for part in set(parameter_parts(model).values()):
-        if part.startswith("heads."):
-            rates[part] = head_lrs.get(part.removeprefix("heads."), cfg.lr_head)
-        elif part == EMBEDDINGS:
+    for part in set(model.parameter_parts().values()):
+        if part.kind == "head":
+            rates[part] = head_lrs.get(part.task, cfg.lr_head)
+        elif part.kind == "embeddings":
             rates[part] = cfg.lr_encoder * cfg.layer_decay**num_layers
-        elif part.startswith("encoder.layer_"):
-            level = int(part.removeprefix("encoder.layer_")) + 1
-            rates[part] = cfg.lr_encoder * cfg.layer_decay ** (num_layers - level)
+        elif part.kind == "layer":
+            rates[part] = cfg.lr_encoder * cfg.layer_decay ** (num_layers - (part.layer + 1))
         else:
             rates[part] = cfg.lr_encoder
     return rates
 
 
-def _head_overrides(model: nn.Module, cfg: OptimConfig) -> dict[str, float]:
+def _head_overrides(model: MultiTaskModel, cfg: OptimConfig) -> dict[str, float]:
+    kinds = {name: task.kind for name, task in model.tasks.items()}
     overrides = {}
-    tasks = getattr(model, "tasks", {})
     for key, value in cfg.lr_heads.items():
-        if key in ("A", "B"):
-            try:
-                overrides[resolve_head(model, key)] = float(value)
-            except ValueError:
-                continue  # no task of that kind in this data: nothing to override
-        elif key in tasks:
-            overrides[key] = float(value)
-        else:
-            raise ValueError(f"optim.lr_heads.{key}: no such task, tasks are {sorted(tasks)}")
+        task = resolve_head(key, kinds)
+        if task is not None:
+            overrides[task] = float(value)
+        elif key not in HEAD_ALIASES:  # an alias with no task of its kind here: nothing to override
+            raise ValueError(f"optim.lr_heads.{key}: no such task, tasks are {sorted(kinds)}")
     return overrides
 
 
@@ -105,15 +105,16 @@ def no_decay_names(model: nn.Module) -> set[str]:
     return names
 
 
-def _param_groups(model: nn.Module, cfg: OptimConfig, keep: Iterable[tuple[str, nn.Parameter]]) -> list[dict]:
-    parts = parameter_parts(model)
+def _param_groups(model: MultiTaskModel, cfg: OptimConfig,
+                  keep: Iterable[tuple[str, nn.Parameter]]) -> list[dict]:
+    parts = model.parameter_parts()
     rates = part_learning_rates(model, cfg)
     exempt = no_decay_names(model)
     groups: dict[str, dict] = {}
     for name, param in keep:
         part = parts[name]
         decay = name not in exempt
-        group_name = part if decay else part + NO_DECAY_SUFFIX
+        group_name = part.name if decay else part.name + NO_DECAY_SUFFIX
         if group_name not in groups:
             groups[group_name] = {
                 "params": [],
@@ -126,7 +127,9 @@ def _param_groups(model: nn.Module, cfg: OptimConfig, keep: Iterable[tuple[str, 
     return list(groups.values())
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig, trainable_only: bool = True) -> torch.optim.AdamW:
+def build_optimizer(
+    model: MultiTaskModel, cfg: OptimConfig, trainable_only: bool = True
+) -> torch.optim.AdamW:
     """AdamW with one group per part (and a `.no_decay` twin), each with `name` and `base_lr`.
 
     With `trainable_only=False` frozen parameters are included too; AdamW skips parameters
@@ -134,7 +137,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, trainable_only: bool = T
     """
     keep = [(n, p) for n, p in model.named_parameters() if p.requires_grad or not trainable_only]
     if not keep:
-        raise ValueError("no trainable parameters: check freezing.nothing_trains() before building")
+        raise ValueError("no trainable parameters: a scenario that trains nothing has no optimizer")
     groups = _param_groups(model, cfg, keep)
     return torch.optim.AdamW(groups, lr=cfg.lr_head, betas=cfg.betas, eps=cfg.eps, fused=_can_fuse(keep))
 
@@ -154,7 +157,7 @@ def current_multiplier(optimizer: torch.optim.Optimizer) -> float:
 
 def add_thawed_params(
     optimizer: torch.optim.Optimizer,
-    model: nn.Module,
+    model: MultiTaskModel,
     cfg: OptimConfig,
     multiplier: float | None = None,
 ) -> list[str]:

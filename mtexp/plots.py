@@ -1,20 +1,47 @@
 """Report figures (matplotlib, no pyplot state): quality vs cost, dev curves, CKA per layer,
-learning curves. Each builder returns a Figure, or None when the runs lack what it needs."""
+learning curves. Each builder returns a Figure, or None when the runs lack what it needs.
+
+`PLOTS` lists the report's figures in page order; a new one is a function
+`(runs, histories, by) -> Figure | None` decorated with `@register_plot(name, caption)`.
+"""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from mtexp.results import completed_mask, sort_groups, task_metrics
+from mtexp.results import FRACTION, completed_mask, sort_groups, task_metrics
 
-FRACTION = "cfg.data.train_fraction"
 PANEL = (4.8, 3.6)
+PlotBuilder = Callable[[pd.DataFrame, pd.DataFrame, Sequence[str]], Figure | None]
+
+
+@dataclass(frozen=True)
+class Plot:
+    """One report figure: its caption, and the function that draws it from the runs (a
+    `load_runs` frame), their histories (`load_histories`) and the group columns."""
+
+    caption: str
+    build: PlotBuilder
+
+
+PLOTS: dict[str, Plot] = {}
+
+
+def register_plot(name: str, caption: str) -> Callable[[PlotBuilder], PlotBuilder]:
+    """Decorator: add a builder to `PLOTS` under `name` (the PNG's name), after the others."""
+    def add(build: PlotBuilder) -> PlotBuilder:
+        if name in PLOTS:
+            raise ValueError(f"a plot named {name!r} is already registered")
+        PLOTS[name] = Plot(caption, build)
+        return build
+    return add
 
 
 def group_label(values: Sequence[object], by: Sequence[str]) -> str:
@@ -72,8 +99,20 @@ def quality_vs(df: pd.DataFrame, by: Sequence[str], x: str, xlabel: str) -> Figu
     return fig
 
 
-def dev_curves(hist: pd.DataFrame, by: Sequence[str], metrics: dict[str, str]) -> Figure | None:
+@register_plot("quality_vs_params", "Test score against trainable parameters (mean ± std over seeds).")
+def quality_vs_params(df: pd.DataFrame, hist: pd.DataFrame, by: Sequence[str]) -> Figure | None:
+    return quality_vs(df, by, "cost.params_trainable", "trainable parameters")
+
+
+@register_plot("quality_vs_time", "Test score against training time.")
+def quality_vs_time(df: pd.DataFrame, hist: pd.DataFrame, by: Sequence[str]) -> Figure | None:
+    return quality_vs(df, by, "cost.train_seconds", "training time (s)")
+
+
+@register_plot("dev_curves", "Dev score per epoch, mean over seeds.")
+def dev_curves(df: pd.DataFrame, hist: pd.DataFrame, by: Sequence[str]) -> Figure | None:
     """Dev headline score per epoch (mean over seeds) for each group."""
+    metrics = task_metrics(df)
     if hist.empty or "epoch" not in hist.columns:
         return None
     cols = {t: c.replace("test.", "dev.", 1) for t, c in metrics.items()}
@@ -95,7 +134,8 @@ def dev_curves(hist: pd.DataFrame, by: Sequence[str], metrics: dict[str, str]) -
     return fig
 
 
-def cka_layers(df: pd.DataFrame, by: Sequence[str]) -> Figure | None:
+@register_plot("cka_drift", "Per-layer CKA between the pre-trained and the trained encoder (1 = unchanged).")
+def cka_drift(df: pd.DataFrame, hist: pd.DataFrame, by: Sequence[str]) -> Figure | None:
     """Linear CKA between pre-trained and trained hidden states, per layer (1 = unchanged)."""
     layers = sorted((c for c in df.columns if c.startswith("drift.cka.layer_")
                      and c.rsplit("_", 1)[1].isdigit()), key=lambda c: int(c.rsplit("_", 1)[1]))
@@ -115,7 +155,8 @@ def cka_layers(df: pd.DataFrame, by: Sequence[str]) -> Figure | None:
     return fig
 
 
-def learning_curve(df: pd.DataFrame, by: Sequence[str]) -> Figure | None:
+@register_plot("learning_curve", "Test score against the fraction of training data.")
+def learning_curve(df: pd.DataFrame, hist: pd.DataFrame, by: Sequence[str]) -> Figure | None:
     """Headline test score against `data.train_fraction`, when the runs vary it."""
     runs = df[completed_mask(df)]
     metrics = task_metrics(runs)
@@ -135,22 +176,6 @@ def learning_curve(df: pd.DataFrame, by: Sequence[str]) -> Figure | None:
     return fig
 
 
-PLOTS: dict[str, tuple[str, Callable[..., Figure | None]]] = {
-    "quality_vs_params": ("Test score against trainable parameters (mean ± std over seeds).",
-                          lambda df, h, by: quality_vs(df, by, "cost.params_trainable",
-                                                       "trainable parameters")),
-    "quality_vs_time": ("Test score against training time.",
-                        lambda df, h, by: quality_vs(df, by, "cost.train_seconds",
-                                                     "training time (s)")),
-    "dev_curves": ("Dev score per epoch, mean over seeds.",
-                   lambda df, h, by: dev_curves(h, by, task_metrics(df))),
-    "cka_drift": ("Per-layer CKA between the pre-trained and the trained encoder (1 = unchanged).",
-                  lambda df, h, by: cka_layers(df, by)),
-    "learning_curve": ("Test score against the fraction of training data.",
-                       lambda df, h, by: learning_curve(df, by)),
-}
-
-
 def make_plots(df: pd.DataFrame, hist: pd.DataFrame, by: Sequence[str]) -> dict[str, Figure]:
     """Every plot the runs allow, by name (see `PLOTS`); `by` columns missing in `hist` are
     added from `df` through `run_dir`."""
@@ -159,8 +184,8 @@ def make_plots(df: pd.DataFrame, hist: pd.DataFrame, by: Sequence[str]) -> dict[
         if extra:
             hist = hist.merge(df[["run_dir", *extra]], on="run_dir", how="left")
     figures = {}
-    for name, (_, build) in PLOTS.items():
-        fig = build(df, hist, list(by))
+    for name, plot in PLOTS.items():
+        fig = plot.build(df, hist, list(by))
         if fig is not None:
             figures[name] = fig
     return figures

@@ -13,7 +13,8 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from mtexp.results import (
     summarize,
     varying_columns,
 )
+from mtexp.scenarios import GROUP
 
 log = logging.getLogger(__name__)
 Table = tuple[list[str], list[list[str]]]
@@ -121,30 +123,44 @@ def _claim_lines(res: ClaimResult) -> list[tuple[str, str]]:
     return lines
 
 
+@dataclass(frozen=True)
+class Markup:
+    """How the claims render in one format: tables, claim headings, labelled paragraphs (claim
+    texts use Markdown bold), and what follows each block."""
+
+    table: Callable[[Sequence[str], Sequence[Sequence[str]]], str]
+    heading: Callable[[ClaimResult], str]
+    paragraph: Callable[[str, str], str]
+    gap: tuple[str, ...]
+
+
+def _html_heading(res: ClaimResult) -> str:
+    verdict = res.verdict.split(" ")[0]
+    return (f"<h3>{res.spec.id}: {html.escape(res.spec.scenario)} — "
+            f"<span class='{verdict}'>{html.escape(res.verdict)}</span></h3>")
+
+
+MARKDOWN = Markup(md_table, lambda res: f"## {res.spec.id}: {res.spec.scenario} — {res.verdict}",
+                  lambda label, text: f"**{label}.** {text}\n", ("",))
+HTML = Markup(html_table, _html_heading,
+              lambda label, text: f"<p><b>{label}.</b> {html.escape(text.replace('**', ''))}</p>", ())
+
+
+def render_claims(results: list[ClaimResult], markup: Markup) -> str:
+    """The rule, the overview table, and per claim its verdict, texts and evidence."""
+    overview = claims_overview(results)
+    parts = [markup.paragraph("Rule", RULE),
+             markup.table(list(overview.columns), overview.astype(str).to_numpy().tolist()), *markup.gap]
+    for res in results:
+        parts += [markup.heading(res), *markup.gap]
+        parts += [markup.paragraph(label, text) for label, text in _claim_lines(res)]
+        if len(res.evidence):
+            parts += [markup.table(*evidence_table(res)), *markup.gap]
+    return "\n".join(parts)
+
+
 def claims_markdown(results: list[ClaimResult]) -> str:
-    overview = claims_overview(results)
-    parts = ["# Claims: measured evidence and verdicts", "", f"**Rule.** {RULE}", "",
-             md_table(list(overview.columns), overview.astype(str).to_numpy().tolist()), ""]
-    for res in results:
-        parts += [f"## {res.spec.id}: {res.spec.scenario} — {res.verdict}", ""]
-        parts += [f"**{k}.** {v}\n" for k, v in _claim_lines(res)]
-        if len(res.evidence):
-            parts += [md_table(*evidence_table(res)), ""]
-    return "\n".join(parts)
-
-
-def claims_html(results: list[ClaimResult]) -> str:
-    overview = claims_overview(results)
-    parts = [f"<p><b>Rule.</b> {html.escape(RULE.replace('**', ''))}</p>",
-             html_table(list(overview.columns), overview.astype(str).to_numpy().tolist())]
-    for res in results:
-        verdict = res.verdict.split(" ")[0]
-        parts.append(f"<h3>{res.spec.id}: {html.escape(res.spec.scenario)} — "
-                     f"<span class='{verdict}'>{html.escape(res.verdict)}</span></h3>")
-        parts += [f"<p><b>{k}.</b> {html.escape(v)}</p>" for k, v in _claim_lines(res)]
-        if len(res.evidence):
-            parts.append(html_table(*evidence_table(res)))
-    return "\n".join(parts)
+    return "\n".join(["# Claims: measured evidence and verdicts", "", render_claims(results, MARKDOWN)])
 
 
 def _short(path: str, root: Path) -> str:
@@ -183,19 +199,20 @@ def render_html(meta: list[str], tables: dict[str, Table], issues: Table,
     for name, data in pngs.items():
         b64 = base64.b64encode(data).decode("ascii")
         parts.append(f"<figure><img alt='{name}' src='data:image/png;base64,{b64}'>"
-                     f"<figcaption>{html.escape(PLOTS[name][0])}</figcaption></figure>")
-    parts += ["<h2>Claims</h2>", claims_html(results), "</body></html>"]
+                     f"<figcaption>{html.escape(PLOTS[name].caption)}</figcaption></figure>")
+    parts += ["<h2>Claims</h2>", render_claims(results, HTML), "</body></html>"]
     return "\n".join(parts)
 
 
 def choose_by(df: pd.DataFrame, by: Sequence[str] | None) -> list[str]:
-    """`by` as given, else the group/config columns that vary between runs, else `freezing`."""
+    """`by` as given, else the group/config columns that vary between runs, else the freezing
+    scenario."""
     if by:
         return list(by)
     varying = varying_columns(df)
     if varying:
         return varying
-    return ["freezing"] if "freezing" in df.columns else group_columns_of(df)[:1]
+    return [GROUP] if GROUP in df.columns else group_columns_of(df)[:1]
 
 
 def build_report(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str] | None = None,

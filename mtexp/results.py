@@ -18,17 +18,23 @@ import pandas as pd
 from scipy import stats
 
 from mtexp.rundir import CHECKPOINT_DIR, HYDRA_DIR, METRICS_FILE, RUN_MARKERS, RunDir, flatten
+from mtexp.scenarios import GROUP, scenario_names
+from mtexp.tasks import HEADLINE_METRIC, SCORE
 
 KNOWN_GROUPS = ("backbone", "data", "freezing", "optim", "schedule", "trainer", "logger")
 INFO_COLUMNS = (
     "seed", "status", "error", "started", "ended", "run_dir", "overrides", "problems", "has_metrics",
 )
-# Preferred row order for known group values (reference first); others follow alphabetically.
+# Preferred row order for known optimizer presets (reference first); freezing scenarios follow
+# the registry (`value_order`); other values follow alphabetically.
 VALUE_ORDER = {
-    "freezing": ("none", "all", "backbone", "partial", "gradual", "head_a", "head_b", "one_head"),
     "optim": ("adamw", "uniform", "split", "llrd", "discriminative", "per_task_heads"),
 }
-HEADLINE = re.compile(r"test\.([^.]+\.(accuracy|macro_f1|f1|sentence_accuracy)|score)")
+# Test columns of the quality table: each task's headline metric, macro-F1, the joint sentence
+# accuracy, and the mean of the headline metrics (`test.score`).
+QUALITY_METRICS = (*HEADLINE_METRIC.values(), "macro_f1", "sentence_accuracy")
+HEADLINE = re.compile(rf"test\.([^.]+\.({'|'.join(QUALITY_METRICS)})|{SCORE})")
+FRACTION = "cfg.data.train_fraction"
 STAT_SEP = ":"
 _PRUNE = {HYDRA_DIR, CHECKPOINT_DIR, "__pycache__", ".git"}
 
@@ -179,17 +185,23 @@ def headline_metrics(df: pd.DataFrame) -> list[str]:
     return [c for c in metric_columns(df) if HEADLINE.fullmatch(c)]
 
 
+def task_headlines(df: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """task -> (kind, headline test column), read from the columns: `test.<task>.accuracy` makes
+    a sequence task, `test.<task>.f1` a token task; sequence tasks are listed first."""
+    found: dict[str, tuple[str, str]] = {}
+    for kind, metric in HEADLINE_METRIC.items():
+        for c in df.columns:
+            parts = c.split(".")
+            if len(parts) == 3 and parts[0] == "test" and parts[2] == metric \
+                    and parts[1] != "joint":
+                found.setdefault(parts[1], (kind, c))
+    return found
+
+
 def task_metrics(df: pd.DataFrame) -> dict[str, str]:
     """task -> its headline test column: `accuracy` for sequence tasks (listed first), `f1` for
     token tasks."""
-    found: dict[str, str] = {}
-    for suffix in ("accuracy", "f1"):
-        for c in df.columns:
-            parts = c.split(".")
-            if len(parts) == 3 and parts[0] == "test" and parts[2] == suffix \
-                    and parts[1] != "joint":
-                found.setdefault(parts[1], c)
-    return found
+    return {task: column for task, (_, column) in task_headlines(df).items()}
 
 
 def default_metrics(df: pd.DataFrame) -> list[str]:
@@ -210,10 +222,15 @@ def mean_ci(values: Iterable[float], level: float = 0.95) -> dict[str, float]:
     return {"mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half, "n": n}
 
 
+def value_order(column: str) -> tuple[str, ...]:
+    """The preferred order of a group column's values: registered scenarios for `freezing`."""
+    return scenario_names() if column == GROUP else VALUE_ORDER.get(column, ())
+
+
 def sort_groups(df: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     """Sort rows by the group columns, known reference values (e.g. `none`) first."""
     def key(col: pd.Series) -> pd.Series:
-        order = VALUE_ORDER.get(str(col.name), ())
+        order = value_order(str(col.name))
         if pd.api.types.is_numeric_dtype(col):
             return col
         return col.map(lambda v: (order.index(v) if v in order else len(order), str(v)))
@@ -221,7 +238,7 @@ def sort_groups(df: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
 
 
 def summarize(
-    df: pd.DataFrame, by: str | Sequence[str] = ("freezing",), metrics: Sequence[str] | None = None
+    df: pd.DataFrame, by: str | Sequence[str] = (GROUP,), metrics: Sequence[str] | None = None
 ) -> pd.DataFrame:
     """Per group: run counts (`runs`, `n` completed, `seeds` distinct among them, `failed`,
     `running`, `problems`) and, for each metric, `<metric>:mean`, `:std`, `:ci_low`, `:ci_high`

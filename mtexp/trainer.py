@@ -26,7 +26,6 @@ from mtexp.data.types import Corpus
 from mtexp.distributed import DistContext, average_gradients, shard_batch
 from mtexp.evaluate import evaluate_split
 from mtexp.feature_cache import FeatureCache
-from mtexp.freezing import encoder_frozen_throughout, nothing_trains
 from mtexp.model import ModelOutput, MultiTaskModel
 from mtexp.optim import LRSchedule, group_learning_rates
 from mtexp.resources import PeakMemory
@@ -125,7 +124,7 @@ class BatchRunner:
 
     def build_cache(self) -> None:
         """Encode every example once when the encoder never trains (frozen-feature cache)."""
-        if not (self.cfg.feature_cache and encoder_frozen_throughout(self.run.freezing)):
+        if not self.cfg.feature_cache or self.run.freezing.scenario.encoder_trains:
             return
         batches = [
             batch
@@ -194,7 +193,7 @@ class Trainer:
 
     # ----- the loop -----------------------------------------------------------------------
     def fit(self) -> TrainResult:
-        if nothing_trains(self.run.freezing):
+        if not self.run.freezing.scenario.anything_trains:
             return self.evaluate_untrained()
         with PeakMemory(self.device) as memory:  # the cache counts: it is what training needs
             self.runner.build_cache()

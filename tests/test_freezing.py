@@ -12,24 +12,28 @@ from torch import nn
 
 from mtexp.data.types import TaskSpec
 from mtexp.encoder import EncoderOutput, SentenceEncoder
-from mtexp.freezing import (
-    FreezingConfig,
-    apply_freezing,
-    encoder_frozen_throughout,
-    nothing_trains,
-    parameter_parts,
-    set_frozen_modules_eval,
-    trainable_parts,
-)
+from mtexp.freezing import FreezingConfig, apply_freezing, set_frozen_modules_eval, trainable_parts
 from mtexp.model import MultiTaskModel
 from mtexp.optim import OptimConfig, build_optimizer
+from mtexp.parts import Part
+from mtexp.scenarios import SCENARIOS as REGISTRY
+from mtexp.scenarios import scenario_names
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "freezing"
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf" / "freezing"
 TASKS = [
     TaskSpec("intent", "sequence", ("a", "b", "c")),
     TaskSpec("slots", "token", ("O", "B-x", "I-x", "B-y", "I-y")),
 ]
 HEADS = {"heads.intent", "heads.slots"}
+
+
+def names(parts: set[Part]) -> set[str]:
+    return {part.name for part in parts}
+
+
+def part_names(model: MultiTaskModel) -> dict[str, str]:
+    return {name: part.name for name, part in model.parameter_parts().items()}
 
 
 def make_model(encoder: SentenceEncoder, dropout: float = 0.1) -> MultiTaskModel:
@@ -62,9 +66,10 @@ def train_steps(model: MultiTaskModel, cfg: FreezingConfig, epoch: int = 0, step
 SCENARIOS = {
     "none": (FreezingConfig("none"), 0),
     "backbone": (FreezingConfig("backbone"), 0),
-    "head_a": (FreezingConfig("one_head", head="A"), 0),
-    "head_b": (FreezingConfig("one_head", head="B"), 0),
-    "head_by_name": (FreezingConfig("one_head", head="slots"), 0),
+    "head_a": (FreezingConfig("head_a", head="A"), 0),
+    "head_b": (FreezingConfig("head_b"), 0),
+    "head_by_name": (FreezingConfig("head_a", head="slots"), 0),
+    "one_head_legacy": (FreezingConfig("one_head", head="A"), 0),
     "gradual_epoch0": (FreezingConfig("gradual"), 0),
     "gradual_epoch1": (FreezingConfig("gradual"), 1),
     "partial_k1": (FreezingConfig("partial", k=1), 0),
@@ -92,7 +97,7 @@ def test_all_frozen_trains_nothing(tiny_encoder):
     state = apply_freezing(model, cfg)
     assert state.params_trainable == 0 and not state.trainable
     assert not any(param.requires_grad for param in model.parameters())
-    assert nothing_trains(cfg) and encoder_frozen_throughout(cfg)
+    assert not cfg.scenario.anything_trains and not cfg.scenario.encoder_trains
     with pytest.raises(ValueError, match="no trainable parameters"):
         build_optimizer(model, OptimConfig())
     model.train()
@@ -103,18 +108,42 @@ def test_all_frozen_trains_nothing(tiny_encoder):
 def test_scenario_parts(tiny_encoder):
     model = make_model(tiny_encoder)
     encoder = {"encoder.embeddings", "encoder.layer_0", "encoder.layer_1"}
-    assert set(parameter_parts(model).values()) == HEADS | encoder
-    assert trainable_parts(model, FreezingConfig("none"), 0) == HEADS | encoder
-    assert trainable_parts(model, FreezingConfig("backbone"), 5) == HEADS
-    assert trainable_parts(model, FreezingConfig("one_head", head="A")) == encoder | {"heads.slots"}
-    assert trainable_parts(model, FreezingConfig("one_head", head="B")) == encoder | {"heads.intent"}
-    partial = trainable_parts(model, FreezingConfig("partial", k=1))
+    assert set(part_names(model).values()) == HEADS | encoder
+    chosen = {name: names(trainable_parts(model, FreezingConfig(name), 5)) for name in ("none", "backbone")}
+    assert chosen == {"none": HEADS | encoder, "backbone": HEADS}
+    assert names(trainable_parts(model, FreezingConfig("head_a"))) == encoder | {"heads.slots"}
+    assert names(trainable_parts(model, FreezingConfig("head_b"))) == encoder | {"heads.intent"}
+    assert names(trainable_parts(model, FreezingConfig("head_b", head="B"))) == encoder | {"heads.intent"}
+    assert names(trainable_parts(model, FreezingConfig("one_head", head="B"))) == encoder | {"heads.intent"}
+    partial = names(trainable_parts(model, FreezingConfig("partial", k=1)))
     assert partial == HEADS | {"encoder.layer_1"}
-    assert trainable_parts(model, FreezingConfig("partial", k=0)) == HEADS | encoder - {"encoder.embeddings"}
+    no_embeddings = HEADS | encoder - {"encoder.embeddings"}
+    assert names(trainable_parts(model, FreezingConfig("partial", k=0))) == no_embeddings
     with pytest.raises(ValueError, match="only 2 layers"):
         trainable_parts(model, FreezingConfig("partial", k=3))
     with pytest.raises(ValueError, match="not a task"):
-        trainable_parts(model, FreezingConfig("one_head", head="nope"))
+        trainable_parts(model, FreezingConfig("head_a", head="nope"))
+    with pytest.raises(ValueError, match="no sequence task"):
+        trainable_parts(MultiTaskModel(copy.deepcopy(tiny_encoder), TASKS[1:]), FreezingConfig("head_a"))
+
+
+def test_parts_are_structured_and_keep_their_group_names(tiny_encoder):
+    parts = make_model(tiny_encoder).parameter_parts()
+    assert parts["encoder.backbone.embeddings.word_embeddings.weight"] == Part("embeddings")
+    layer_1 = parts["encoder.backbone.encoder.layer.1.output.dense.weight"]
+    assert layer_1 == Part("layer", layer=1) == Part.of_layer(1)
+    assert parts["heads.slots.1.weight"] == Part("head", task="slots")
+    expected = {Part("embeddings"): "encoder.embeddings", Part.of_layer(3): "encoder.layer_3",
+                Part("encoder-other"): "encoder.other", Part.of_head("intent"): "heads.intent",
+                Part("other"): "other"}
+    assert {part: part.name for part in expected} == expected
+    assert [part.in_encoder for part in expected] == [True, True, True, False, False]
+    with pytest.raises(ValueError, match="layer index"):
+        Part("layer")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        Part("pooler")
+    with pytest.raises(ValueError, match="a task goes with kind 'head'"):
+        Part("embeddings", task="intent")
 
 
 def test_gradual_parts_per_epoch(tiny_encoder):
@@ -127,8 +156,8 @@ def test_gradual_parts_per_epoch(tiny_encoder):
     ]
     cfg = FreezingConfig("gradual")
     for epoch, parts in enumerate(expected):
-        assert trainable_parts(model, cfg, epoch) == parts, epoch
-    assert trainable_parts(model, cfg, 10) == expected[-1]
+        assert names(trainable_parts(model, cfg, epoch)) == parts, epoch
+    assert names(trainable_parts(model, cfg, 10)) == expected[-1]
     slow = FreezingConfig("gradual", unfreeze_every=2)
     assert [len(trainable_parts(model, slow, e)) for e in range(8)] == [2, 2, 3, 3, 4, 4, 5, 5]
 
@@ -136,12 +165,12 @@ def test_gradual_parts_per_epoch(tiny_encoder):
 def test_encoder_other_thaws_with_top_layer(tiny_encoder):
     model = make_model(tiny_encoder)
     model.encoder.final_norm = nn.LayerNorm(model.encoder.hidden_size)
-    parts = parameter_parts(model)
+    parts = part_names(model)
     assert parts["encoder.final_norm.weight"] == "encoder.other"
     cfg = FreezingConfig("gradual")
-    assert "encoder.other" not in trainable_parts(model, cfg, 0)
-    assert {"encoder.other", "encoder.layer_1"} <= trainable_parts(model, cfg, 1)
-    assert "encoder.other" not in trainable_parts(model, FreezingConfig("backbone"))
+    assert "encoder.other" not in names(trainable_parts(model, cfg, 0))
+    assert {"encoder.other", "encoder.layer_1"} <= names(trainable_parts(model, cfg, 1))
+    assert "encoder.other" not in names(trainable_parts(model, FreezingConfig("backbone")))
 
 
 def _hidden(model: MultiTaskModel, batch: dict) -> EncoderOutput:
@@ -191,11 +220,30 @@ def test_config_validation_and_presets():
     with pytest.raises(ValueError, match=r"freezing\.unfreeze_every"):
         FreezingConfig("gradual", unfreeze_every=0)
     presets = {path.stem: path for path in CONF.glob("*.yaml")}
-    assert set(presets) == {"none", "all", "backbone", "head_a", "head_b", "gradual", "partial"}
+    assert {"none", "all", "backbone", "head_a", "head_b", "gradual", "partial"} <= set(presets)
+    assert set(presets) == set(scenario_names(legacy=False))  # one option per registered scenario
     loaded = {stem: FreezingConfig(**OmegaConf.load(path)) for stem, path in presets.items()}
-    assert (loaded["head_a"].name, loaded["head_a"].head) == ("one_head", "A")
-    assert (loaded["head_b"].name, loaded["head_b"].head) == ("one_head", "B")
-    assert {name for name, cfg in loaded.items() if encoder_frozen_throughout(cfg)} == {
+    assert all(cfg.name == stem for stem, cfg in loaded.items())  # the option name is the scenario name
+    assert (loaded["head_a"].name, loaded["head_a"].head) == ("head_a", "A")
+    assert (loaded["head_b"].name, loaded["head_b"].head) == ("head_b", "B")
+    assert {name for name, cfg in loaded.items() if not cfg.scenario.encoder_trains} == {
         "all",
         "backbone",
     }
+    assert [name for name, cfg in loaded.items() if not cfg.scenario.anything_trains] == ["all"]
+
+
+def test_registry_order_and_legacy_name():
+    order = ("none", "all", "backbone", "partial", "gradual", "head_a", "head_b", "one_head")
+    assert scenario_names() == order
+    assert [name for name, s in REGISTRY.items() if s.reference] == ["none"]
+    assert [name for name, s in REGISTRY.items() if s.legacy] == ["one_head"]
+    assert scenario_names(lambda s: s.reference) == ("none",)
+
+
+def test_a_run_recorded_under_the_legacy_name_still_loads(tiny_encoder):
+    recorded = OmegaConf.load(REPO / "results" / "freezing_atis" / "runs" / "3_seed0" / "config.yaml")
+    cfg = FreezingConfig(**recorded.freezing)
+    assert (cfg.name, cfg.head) == ("one_head", "A")
+    model = make_model(tiny_encoder)
+    assert trainable_parts(model, cfg) == trainable_parts(model, FreezingConfig("head_a"))

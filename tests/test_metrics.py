@@ -7,7 +7,6 @@ import pytest
 
 from mtexp.metrics import (
     convergence_measures,
-    evaluate_predictions,
     joint_sentence_accuracy,
     primary_score,
     sequence_metrics,
@@ -97,18 +96,15 @@ def test_joint_sentence_accuracy() -> None:
         joint_sentence_accuracy(gold_intents, pred_intents, gold_tags, [*pred_tags[:2], ["O"]])
 
 
-def test_evaluate_predictions_and_primary_score() -> None:
+def test_primary_score_is_the_mean_of_the_headline_metrics() -> None:
     gold = {"intent": ["a", "b"], "slots": [["B-x", "O"], ["O"]]}
     pred = {"intent": ["a", "a"], "slots": [["B-x", "O"], ["O"]]}
-    result = evaluate_predictions(TASKS, gold, pred, joint=True)
-    assert set(result) == {"intent", "slots", "joint"}
+    result = {"intent": sequence_metrics(gold["intent"], pred["intent"]),
+              "slots": token_metrics(gold["slots"], pred["slots"])}
     assert result["intent"]["accuracy"] == 0.5
     assert result["slots"]["f1"] == 1.0
-    assert result["joint"] == {"sentence_accuracy": 0.5}
     assert primary_score(result, TASKS) == pytest.approx(0.75)
     assert primary_score(result, {"intent": "sequence"}) == 0.5
-    with pytest.raises(KeyError, match="task 'slots'"):
-        evaluate_predictions(TASKS, {"intent": gold["intent"]}, pred)
     with pytest.raises(KeyError, match=r"slots\.f1"):
         primary_score({"intent": {"accuracy": 1.0}, "slots": {}}, TASKS)
     with pytest.raises(ValueError, match="unknown kind"):

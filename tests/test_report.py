@@ -140,6 +140,20 @@ def test_claim_verdicts_on_built_runs() -> None:
     assert "drift.cka.mean not recorded" in res["F3"].notes[0]
 
 
+def test_frozen_head_from_the_registry_or_the_recorded_head() -> None:
+    seeds = (0, 1, 2)
+    quality = {"test__intent__accuracy": (0.90, 0.91, 0.92), "test__slots__f1": (0.80, 0.81, 0.82)}
+    rows = (scenario("none", "adamw", seeds, **quality) + scenario("head_b", "adamw", seeds, **quality)
+            + scenario("one_head", "adamw", seeds, **quality))
+    df = runs_frame(rows)  # head_b runs record no freezing.head: its own head (B) is the frozen one
+    df["cfg.freezing.head"] = df["freezing"].map({"one_head": "slots"})  # a legacy run, head by name
+    f5 = verdicts(df)["F5"].evidence
+    assert f5[["treatment", "metric"]].values.tolist() == [
+        ["freezing=head_b", "test.intent.accuracy"],
+        ["freezing=one_head freezing.head=slots", "test.intent.accuracy"],
+    ]
+
+
 def test_claim_pairs_by_seed_and_fraction_and_needs_two_seeds() -> None:
     rows = (
         scenario("none", "adamw", (0, 1, 2, 0, 1, 2), cfg__data__train_fraction=(0.05,) * 3 + (1.0,) * 3,

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from mtexp.checkpoint import load_checkpoint
 from mtexp.config import validate
 from mtexp.feature_cache import FeatureCache
-from mtexp.freezing import apply_freezing, parameter_parts
+from mtexp.freezing import apply_freezing
+from mtexp.parts import Part
+from mtexp.scenarios import scenario_names
 from mtexp.train import CONF_DIR, build_model, load_data_checked, run
 
 BASE = ["backbone=tiny", "data.size=400", "trainer=quick", "eval.cka_sentences=16", "eval.train_subset=0"]
-SCENARIOS = ["none", "all", "backbone", "head_a", "head_b", "gradual", "partial"]
+SCENARIOS = scenario_names(legacy=False)  # every freezing option
+SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 
 
 def config(*overrides: str):
@@ -30,9 +35,9 @@ def initial_state(cfg) -> dict[str, torch.Tensor]:
     return {name: tensor.clone() for name, tensor in model.state_dict().items()}
 
 
-def parameter_names(cfg) -> dict[str, str]:
+def parameter_names(cfg) -> dict[str, Part]:
     settings = validate(cfg)
-    return parameter_parts(build_model(settings, load_data_checked(settings)))
+    return build_model(settings, load_data_checked(settings)).parameter_parts()
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -55,6 +60,13 @@ def test_frozen_parameters_are_bitwise_unchanged_and_trainable_ones_move(scenari
     assert metrics["cost"]["params_trainable"] == changed
     if scenario == "all":
         assert changed == 0 and checkpoint is None
+
+
+def test_the_sweeps_name_registered_scenario_options():
+    assert {"none", "all", "backbone", "head_a", "head_b", "gradual", "partial"} <= set(SCENARIOS)
+    for preset in ("freezing", "learning_curve"):
+        swept = OmegaConf.load(SWEEPS / f"{preset}.yaml").hydra.sweeper.params.freezing
+        assert set(swept.split(",")) <= set(SCENARIOS), preset
 
 
 def test_gradual_unfreezing_logs_the_learning_rate_of_each_thawed_layer(tmp_path):

@@ -1,0 +1,195 @@
+"""Freezing scenarios: one class each, registered under the name of its `freezing` config option.
+
+A scenario says which parts of a model (`mtexp.parts.Part`) train at each epoch, and what the
+trainer, the report and the claims need to know about it: whether the encoder ever trains,
+whether anything trains, whether it is the reference row, which head it freezes. Adding one
+takes a `Scenario` subclass decorated with `@register` here (or in any module imported before
+the config is validated) and `conf/freezing/<name>.yaml` with `name: <name>`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from typing import TYPE_CHECKING, ClassVar
+
+from mtexp.parts import EMBEDDINGS, ENCODER_OTHER, Part
+from mtexp.tasks import HEAD_ALIASES, resolve_head
+
+if TYPE_CHECKING:
+    from mtexp.freezing import FreezingConfig
+
+GROUP = "freezing"  # the config group, and the run-table column, whose options are the scenarios
+SCENARIOS: dict[str, type[Scenario]] = {}
+
+
+class Scenario:
+    """A freezing scenario, built from the `freezing` config node it runs under."""
+
+    name: ClassVar[str]
+    reference: ClassVar[bool] = False  # the row every other scenario is compared with
+    encoder_trains: ClassVar[bool] = True  # False: the encoder never trains, its outputs can be cached
+    anything_trains: ClassVar[bool] = True  # False: the run only evaluates the model as it is
+    legacy: ClassVar[bool] = False  # a name kept so that old runs load; no config option of its own
+
+    def __init__(self, cfg: FreezingConfig) -> None:
+        self.cfg = cfg
+
+    @classmethod
+    def check(cls, cfg: FreezingConfig) -> None:
+        """Raise ValueError, naming the key, when `cfg` cannot work for this scenario."""
+
+    def trainable(self, parts: Collection[Part], kinds: Mapping[str, str], epoch: int) -> set[Part]:
+        """The parts among `parts` that train at `epoch` (0-based); `kinds` maps each task to
+        its kind, in task order."""
+        raise NotImplementedError
+
+
+def register(cls: type[Scenario]) -> type[Scenario]:
+    """Class decorator: make `cls` the scenario of `freezing.name=<cls.name>`."""
+    name = getattr(cls, "name", None)
+    if not name or name in SCENARIOS:
+        raise ValueError(f"{cls.__name__}: a scenario needs a name of its own, got {name!r}")
+    SCENARIOS[cls.name] = cls
+    return cls
+
+
+def scenario_names(where: Callable[[type[Scenario]], bool] = lambda s: True,
+                   legacy: bool = True) -> tuple[str, ...]:
+    """Registered names in display order (the reference first, then as registered), filtered by
+    `where`; legacy names only with `legacy=True`."""
+    chosen = [s for s in SCENARIOS.values() if where(s) and (legacy or not s.legacy)]
+    return tuple(s.name for s in sorted(chosen, key=lambda s: not s.reference))
+
+
+def heads(parts: Collection[Part]) -> set[Part]:
+    return {part for part in parts if part.kind == "head"}
+
+
+def num_layers(parts: Collection[Part]) -> int:
+    """The number of encoder layers, from the layer parts."""
+    return 1 + max((part.layer for part in parts if part.kind == "layer"), default=-1)
+
+
+@register
+class NoFreezing(Scenario):
+    """Everything trains: the reference row."""
+
+    name = "none"
+    reference = True
+
+    def trainable(self, parts: Collection[Part], kinds: Mapping[str, str], epoch: int) -> set[Part]:
+        return set(parts)
+
+
+@register
+class AllFrozen(Scenario):
+    """Nothing trains: the untrained heads on the pre-trained encoder, scored as they are."""
+
+    name = "all"
+    encoder_trains = False
+    anything_trains = False
+
+    def trainable(self, parts: Collection[Part], kinds: Mapping[str, str], epoch: int) -> set[Part]:
+        return set()
+
+
+@register
+class BackboneFrozen(Scenario):
+    """The heads train on the frozen encoder."""
+
+    name = "backbone"
+    encoder_trains = False
+
+    def trainable(self, parts: Collection[Part], kinds: Mapping[str, str], epoch: int) -> set[Part]:
+        return heads(parts)
+
+
+@register
+class Partial(Scenario):
+    """The embeddings and the bottom `freezing.k` layers stay frozen; the rest trains."""
+
+    name = "partial"
+
+    def trainable(self, parts: Collection[Part], kinds: Mapping[str, str], epoch: int) -> set[Part]:
+        layers = num_layers(parts)
+        if self.cfg.k > layers:
+            raise ValueError(f"freezing.k={self.cfg.k} but the encoder has only {layers} layers")
+        return set(parts) - {EMBEDDINGS} - {Part.of_layer(i) for i in range(self.cfg.k)}
+
+
+@register
+class Gradual(Scenario):
+    """ULMFiT's gradual unfreezing: the heads first, then one more encoder layer from the top
+    every `freezing.unfreeze_every` epochs (with the rest of the encoder), the embeddings last."""
+
+    name = "gradual"
+
+    def trainable(self, parts: Collection[Part], kinds: Mapping[str, str], epoch: int) -> set[Part]:
+        thawed = max(epoch, 0) // self.cfg.unfreeze_every
+        return heads(parts) | thawed_encoder_parts(num_layers(parts), thawed)
+
+
+def thawed_encoder_parts(layers: int, thawed: int) -> set[Part]:
+    """Encoder parts thawed after `thawed` steps: top layers first (with encoder.other), embeddings last."""
+    parts = {Part.of_layer(i) for i in range(max(layers - thawed, 0), layers)}
+    if thawed >= 1:
+        parts.add(ENCODER_OTHER)
+    if thawed > layers:
+        parts.add(EMBEDDINGS)
+    return parts
+
+
+class FrozenHead(Scenario):
+    """One head stays at its initial weights; the encoder and the other heads train. The head is
+    `freezing.head` (a task name, or A / B) or, when that is empty, the scenario's `head`."""
+
+    head: ClassVar[str | None] = None
+
+    @classmethod
+    def check(cls, cfg: FreezingConfig) -> None:
+        if not (cfg.head or cls.head):
+            raise ValueError(f"freezing.head must name a task (or A / B) when freezing.name={cls.name}")
+
+    def frozen_task(self, kinds: Mapping[str, str]) -> str:
+        head = self.cfg.head or self.head
+        task = resolve_head(head, kinds)
+        if task is not None:
+            return task
+        if head in HEAD_ALIASES:
+            raise ValueError(f"freezing.head={head} but the model has no {HEAD_ALIASES[head]} task")
+        raise ValueError(f"freezing.head={head!r} is not a task: tasks are {sorted(kinds)} (or A / B)")
+
+    def trainable(self, parts: Collection[Part], kinds: Mapping[str, str], epoch: int) -> set[Part]:
+        return set(parts) - {Part.of_head(self.frozen_task(kinds))}
+
+
+@register
+class HeadAFrozen(FrozenHead):
+    """Task A's head (the first sequence task) frozen."""
+
+    name = "head_a"
+    head = "A"
+
+
+@register
+class HeadBFrozen(FrozenHead):
+    """Task B's head (the first token task) frozen."""
+
+    name = "head_b"
+    head = "B"
+
+
+@register
+class OneHeadFrozen(FrozenHead):
+    """The name that runs made before `head_a` / `head_b` were scenarios of their own record
+    (`freezing.name: one_head` with `freezing.head: A` or `B`); kept so that they still load."""
+
+    name = "one_head"
+    legacy = True
+
+
+def frozen_head(name: str) -> str | None:
+    """The head (A / B) that scenario `name` freezes when `freezing.head` is empty; None for a
+    scenario that freezes no head or an unknown name."""
+    scenario = SCENARIOS.get(name)
+    return scenario.head if scenario is not None and issubclass(scenario, FrozenHead) else None
