@@ -20,6 +20,7 @@ import yaml
 from scipy import stats
 
 RUN_MARKERS = ("status.json", "metrics.json", ".hydra")
+NOT_MEASURED = ("experiment", "paths")
 KNOWN_GROUPS = ("backbone", "data", "freezing", "optim", "schedule", "trainer", "logger")
 INFO_COLUMNS = (
     "seed", "status", "error", "started", "ended", "run_dir", "overrides", "problems", "has_metrics",
@@ -89,8 +90,9 @@ def _choices(run: Path, problems: list[str]) -> dict[str, Any]:
     if choices is None:
         hydra_cfg = _read(run / ".hydra" / "hydra.yaml", problems, dict) or {}
         choices = hydra_cfg.get("hydra", {}).get("runtime", {}).get("choices", {}) or {}
-    # `experiment` presets pick launchers and threads, not what is measured: not a group column.
-    return {k: v for k, v in choices.items() if not str(k).startswith("hydra/") and k != "experiment"}
+    # `experiment` (launchers, threads) and `paths` (where files live) are not what is measured:
+    # not group columns.
+    return {k: v for k, v in choices.items() if not str(k).startswith("hydra/") and k not in NOT_MEASURED}
 
 
 def _seed(metrics: dict, config: dict, run: Path) -> int | None:

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 
 from mtexp.checkpoint import save_model
 from mtexp.config import RunConfig, check_task_names, validate
-from mtexp.data import MultiTaskData, data_config, load_data
+from mtexp.data import MultiTaskData, load_data
 from mtexp.data.features import Features, build_features
 from mtexp.distributed import (
     DistContext,
@@ -169,10 +169,9 @@ def load_data_checked(run: RunConfig) -> MultiTaskData:
 
 
 def build_run_features(run: RunConfig, data: MultiTaskData, tokenizer) -> Features:
-    settings = data_config(run.data)
     return build_features(
         data, tokenizer, run.backbone.max_length,
-        label_all_tokens=settings["label_all_tokens"], cache_dir=settings["cache_dir"],
+        label_all_tokens=run.data.label_all_tokens, cache_dir=run.data.cache_dir,
     )
 
 

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from mtexp.checkpoint import BEST, LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from mtexp.config import RunConfig
-from mtexp.data import MultiTaskData, data_config
+from mtexp.data import MultiTaskData
 from mtexp.data.batching import TrainBatches, train_batches
 from mtexp.data.types import Corpus
 from mtexp.distributed import DistContext, average_gradients, barrier, shard_batch
@@ -97,7 +97,6 @@ class Trainer:
         self.params_trainable = 0
         self.cache_seconds = 0.0
         self.last_losses: dict[str, float] = {}
-        self.data_settings = data_config(run.data)
 
     # ----- set-up -------------------------------------------------------------------------
     def autocast(self):
@@ -109,10 +108,10 @@ class Trainer:
         return train_batches(
             self.features,
             self.cfg.batch_size,
-            self.data_settings["sampling"],
+            self.run.data.sampling,
             seed=self.run.seed,
             epoch=epoch,
-            group_by_length=self.data_settings["group_by_length"],
+            group_by_length=self.run.data.group_by_length,
         )
 
     def batches_for(
