@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from mtexp.data.registry import SOURCES, source_named
 from mtexp.data.source import SourceConfig
@@ -150,7 +152,12 @@ def _plain_mapping(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if "sources" not in cfg and "source" not in cfg and isinstance(cfg.get("data"), Mapping):
         cfg = cfg["data"]
     if isinstance(cfg, DictConfig | ListConfig):
-        node = OmegaConf.to_container(cfg, resolve=True)
+        try:
+            node = OmegaConf.to_container(cfg, resolve=True)
+        except OmegaConfBaseException as error:  # e.g. a preset file loaded alone: no `paths`
+            where = getattr(error, "full_key", None) or "?"
+            raise DataError(f"data.{where}: {str(error).splitlines()[0]} (compose a preset with "
+                            "mtexp.data.load_preset)") from None
     else:
         node = copy.deepcopy(dict(cfg))
     if not isinstance(node, dict):
@@ -170,7 +177,7 @@ def _check_type(value: Any, hint: Any, key: str) -> None:
     options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
     if any(option is Any or _is_instance(value, option) for option in options):
         return
-    name = hint.__name__ if isinstance(hint, type) else str(hint)
+    name = hint.__name__ if isinstance(hint, type) else re.sub(r"[\w.]+\.(?=\w)", "", str(hint))
     raise DataError(f"{key}: expected {name}, got {value!r}")
 
 
