@@ -47,7 +47,7 @@ def test_a_source_registered_later_gets_its_flat_node_when_stored_again() -> Non
     try:
         store_defaults()
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=["data=_defaults_flat_toy", "data.level=5", "data.path=/p"])
+            cfg = compose("config", overrides=["data=_flat/flat_toy", "data.level=5", "data.path=/p"])
         conf = data_config(cfg.data)
         assert conf.sources == [FlatSource(path="/p", level=5)] and conf.path == "/p"
     finally:

@@ -5,7 +5,8 @@ node holds every key (each one can be overridden without `+`) while the defaults
 dataclasses:
 
 - `data/_defaults`: every data key at its default, sources as a `sources:` list;
-- `data/_defaults_<source>`: the flat form of one source (`source: <source>` beside the data keys).
+- `data/_flat/<source>`: the flat form of one source (`source: <source>` beside the data keys),
+  extended as `- _flat/<source>@_here_` (a config of a subfolder goes to the preset's package).
 
 They are stored in Hydra's ConfigStore when this module is imported (`import mtexp.data`).
 """
@@ -43,7 +44,7 @@ def store_defaults() -> None:
     store = ConfigStore.instance()
     store.store(group=GROUP, name="_defaults", node=defaults_node())
     for name in SOURCES:
-        store.store(group=GROUP, name=f"_defaults_{name}", node=defaults_node(name))
+        store.store(group=f"{GROUP}/_flat", name=name, node=defaults_node(name))
 
 
 def load_preset(name: str, *overrides: str) -> DictConfig:
