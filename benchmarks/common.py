@@ -110,7 +110,9 @@ def ratio(numerator: float, denominator: float) -> float | None:
 
 def snips_config(data_path: Path, train_examples: int | None) -> dict[str, Any]:
     """The `data=snips` preset pointed at `data_path`, capped at `train_examples` train sentences."""
-    node = OmegaConf.load(REPO_ROOT / "conf" / "data" / "snips.yaml")
+    from mtexp.data import load_preset
+
+    node = load_preset("snips")
     node.path = str(Path(data_path).resolve())
     node.max_train_examples = train_examples
     node.cache_dir = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from mtexp.config import RunConfig, check_task_names
-from mtexp.data import MultiTaskData, data_config, load_data
+from mtexp.data import MultiTaskData, load_data
 from mtexp.data.features import Features, build_features
 from mtexp.encoder import SentenceEncoder
 from mtexp.model import MultiTaskModel
@@ -29,10 +29,9 @@ def load_data_checked(run: RunConfig) -> MultiTaskData:
 
 
 def build_run_features(run: RunConfig, data: MultiTaskData, tokenizer) -> Features:
-    settings = data_config(run.data)
     return build_features(
         data, tokenizer, run.backbone.max_length,
-        label_all_tokens=settings["label_all_tokens"], cache_dir=settings["cache_dir"],
+        label_all_tokens=run.data.label_all_tokens, cache_dir=run.data.cache_dir,
     )
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from mtexp.data.config import data_config
+from mtexp.data.config import DataConfig, data_config
 from mtexp.data.types import DataError
 from mtexp.freezing import FreezingConfig
 from mtexp.optim import OptimConfig, ScheduleConfig
@@ -129,8 +129,16 @@ class LoggerConfig:
 
 
 @dataclass
+class PathsConfig:
+    """Roots that the presets interpolate (`${paths.data_root}/snips`); conf/paths/default.yaml."""
+
+    data_root: str | None = None
+    cache_root: str | None = None
+
+
+@dataclass
 class RunConfig:
-    """The validated run configuration (the `data` node is checked by `mtexp.data`)."""
+    """The validated run configuration (the `data` node is converted by `mtexp.data`)."""
 
     seed: int
     backbone: BackboneConfig
@@ -141,7 +149,8 @@ class RunConfig:
     trainer: TrainerConfig
     logger: LoggerConfig
     eval: EvalConfig
-    data: DictConfig
+    data: DataConfig
+    paths: PathsConfig = field(default_factory=PathsConfig)
 
 
 GROUP_SCHEMAS: dict[str, type] = {
@@ -153,6 +162,7 @@ GROUP_SCHEMAS: dict[str, type] = {
     "trainer": TrainerConfig,
     "logger": LoggerConfig,
     "eval": EvalConfig,
+    "paths": PathsConfig,
 }
 TOP_LEVEL_KEYS = {*GROUP_SCHEMAS, "data", "seed", "hydra"}
 
@@ -168,11 +178,15 @@ def validate(cfg: DictConfig) -> RunConfig:
     resolved = _resolved(cfg)
     nodes = {group: _typed_node(group, schema, resolved.get(group))
              for group, schema in GROUP_SCHEMAS.items()}
+    return RunConfig(seed=seed, data=_data_node(resolved["data"]), **nodes)
+
+
+def _data_node(node: Any) -> DataConfig:
+    """The data node converted once (`mtexp.data.data_config`); its errors become `ConfigError`."""
     try:
-        data_config(cfg.data)
+        return data_config(node)
     except DataError as error:
         raise ConfigError(str(error)) from None
-    return RunConfig(seed=seed, data=cfg.data, **nodes)
 
 
 def _resolved(cfg: DictConfig) -> dict[str, Any]:

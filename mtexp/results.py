@@ -21,6 +21,7 @@ from mtexp.rundir import CHECKPOINT_DIR, HYDRA_DIR, METRICS_FILE, RUN_MARKERS, R
 from mtexp.scenarios import GROUP, scenario_names
 from mtexp.tasks import HEADLINE_METRIC, SCORE
 
+NOT_MEASURED = ("experiment", "paths")
 KNOWN_GROUPS = ("backbone", "data", "freezing", "optim", "schedule", "trainer", "logger")
 INFO_COLUMNS = (
     "seed", "status", "error", "started", "ended", "run_dir", "overrides", "problems", "has_metrics",
@@ -61,8 +62,9 @@ def find_run_dirs(*paths: str | os.PathLike[str]) -> list[Path]:
 
 def _choices(run: RunDir, problems: list[str]) -> dict[str, Any]:
     choices = run.read_choices(problems)
-    # `experiment` presets pick launchers and threads, not what is measured: not a group column.
-    return {k: v for k, v in choices.items() if not str(k).startswith("hydra/") and k != "experiment"}
+    # `experiment` (launchers, threads) and `paths` (where files live) are not what is measured:
+    # not group columns.
+    return {k: v for k, v in choices.items() if not str(k).startswith("hydra/") and k not in NOT_MEASURED}
 
 
 def _seed(metrics: dict, config: dict, run: Path) -> int | None:

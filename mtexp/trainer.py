@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from mtexp.callbacks import Callback, default_callbacks
 from mtexp.checkpoint import rng_state, set_rng_state
 from mtexp.config import RunConfig, TrainerConfig
-from mtexp.data import MultiTaskData, data_config
+from mtexp.data import MultiTaskData
 from mtexp.data.batching import TrainBatches, train_batches
 from mtexp.data.types import Corpus
 from mtexp.distributed import DistContext, average_gradients, shard_batch
@@ -86,7 +86,6 @@ class BatchRunner:
         self.data = data
         self.features = features
         self.device = device
-        self.data_settings = data_config(run.data)
         self.cache: FeatureCache | None = None
         self.cache_seconds = 0.0
 
@@ -99,10 +98,10 @@ class BatchRunner:
         return train_batches(
             self.features,
             self.cfg.batch_size,
-            self.data_settings["sampling"],
+            self.run.data.sampling,
             seed=self.run.seed,
             epoch=epoch,
-            group_by_length=self.data_settings["group_by_length"],
+            group_by_length=self.run.data.group_by_length,
         )
 
     def total_steps(self) -> int:

@@ -6,6 +6,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from mtexp.config import ConfigError, check_task_names, validate
+from mtexp.data import DataConfig, SamplingConfig
+from mtexp.data.jointbert import JointBertSource
 from mtexp.train import CONF_DIR
 
 
@@ -45,6 +47,10 @@ def test_every_group_option_composes_and_validates():
         (["+data.trian_fraction=0.5"], "data.trian_fraction: unknown key"),
         (["data.train_fraction=1.5"], "data.train_fraction"),
         (["data.sampling.strategy=random"], "data.sampling.strategy"),
+        (["data.size=many"], "data.size: expected int, got 'many'"),
+        (["data=snips", "+data.sources.0.tag_colum=1"], "data.sources[0]: unknown key"),
+        (["data=disjoint_example", "data.sources.1.scheme=iob3"], "data.sources[1].scheme: expected one of"),
+        (["+paths.data_rot=/d"], "paths.data_rot"),
     ],
 )
 def test_bad_configuration_names_the_key(overrides, message):
@@ -64,6 +70,15 @@ def test_a_head_name_that_is_not_a_task_is_rejected(overrides, key):
     run = validate(composed(*overrides))
     with pytest.raises(ConfigError, match=f"{key} names .* which is not a task"):
         check_task_names(run, ["intent", "slots"])
+
+
+def test_the_data_node_is_converted_once_into_typed_configs():
+    run = validate(composed("data=atis", "paths.data_root=/d", "data.sampling.strategy=round_robin"))
+    assert isinstance(run.data, DataConfig) and isinstance(run.data.sampling, SamplingConfig)
+    assert run.data.sampling.strategy == "round_robin" and run.data.unseen_label == "fallback"
+    [source] = run.data.sources
+    assert isinstance(source, JointBertSource) and source.path == run.data.path == "/d/atis"
+    assert validate(composed()).data.sources[0].size == 6000
 
 
 def test_a_key_may_interpolate_another_group():

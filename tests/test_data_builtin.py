@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from hassil import Intents
@@ -11,18 +10,17 @@ from hassil.intents import RangeSlotList, TextSlotList
 from hassil.numbers import get_rbnf_engine
 from hassil.sample import sample_expression
 from home_assistant_intents import get_intents
-from omegaconf import OmegaConf
 
-from mtexp.data.builtin import BuiltinDataset, generate_builtin, load_builtin
+from mtexp.data import data_config, load_preset
+from mtexp.data.builtin import BuiltinDataset, BuiltinSource, generate_builtin, load_builtin
 from mtexp.data.builtin_vocab import VOCABULARIES
 from mtexp.data.types import Corpus, DataError
-
-CONF = Path(__file__).resolve().parents[1] / "conf" / "data" / "builtin.yaml"
 
 
 @pytest.fixture(scope="module")
 def default_set() -> BuiltinDataset:
-    return generate_builtin(OmegaConf.load(CONF), seed=0)
+    """The set of the `data=builtin` preset."""
+    return generate_builtin(data_config(load_preset("builtin")).sources[0], seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +53,7 @@ def _rows(data: BuiltinDataset):
 
 
 def test_same_seed_same_data_other_seed_differs() -> None:
-    cfg = {"size": 800}
+    cfg = BuiltinSource(size=800)
     first, again, other = (generate_builtin(cfg, s) for s in (7, 7, 8))
     assert first.splits == again.splits
     assert first.splits["train"] != other.splits["train"]
@@ -112,7 +110,7 @@ def test_tags_are_iob2_and_aligned(default_set: BuiltinDataset) -> None:
 
 
 def test_load_builtin_returns_a_joint_corpus() -> None:
-    corpus = load_builtin({"size": 500, "dev_fraction": 0.2, "test_fraction": 0.2}, seed=1)
+    corpus = load_builtin(BuiltinSource(size=500, dev_fraction=0.2, test_fraction=0.2), seed=1)
     assert isinstance(corpus, Corpus)
     assert corpus.name == "builtin" and corpus.tasks == ("intent", "slots")
     assert set(corpus.splits) == {"train", "dev", "test"}
@@ -124,7 +122,7 @@ def test_load_builtin_returns_a_joint_corpus() -> None:
 
 
 def test_template_cap_and_small_intents_dropped() -> None:
-    data = generate_builtin({"size": 600, "max_templates_per_intent": 2}, seed=0)
+    data = generate_builtin(BuiltinSource(size=600, max_templates_per_intent=2), seed=0)
     assert data.stats["templates_used"] <= 2 * 42
     assert "HassNevermind" in data.stats["dropped_intents"]
     assert data.stats["templates_skipped"] == 0
@@ -132,8 +130,10 @@ def test_template_cap_and_small_intents_dropped() -> None:
 
 def test_bad_config_is_a_data_error() -> None:
     with pytest.raises(DataError, match="fraction"):
-        generate_builtin({"dev_fraction": 0.6, "test_fraction": 0.5}, seed=0)
+        BuiltinSource(dev_fraction=0.6, test_fraction=0.5)
     with pytest.raises(DataError, match="size"):
-        generate_builtin({"size": 0}, seed=0)
+        BuiltinSource(size=0)
     with pytest.raises(DataError, match="language"):
-        generate_builtin({"language": "xx"}, seed=0)
+        generate_builtin(BuiltinSource(language="xx"), seed=0)
+    with pytest.raises(DataError, match=r"data\.size: expected a positive integer"):
+        data_config({"source": "builtin", "size": 0})

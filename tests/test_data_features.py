@@ -16,7 +16,6 @@ from mtexp.data import (
     MultiTaskData,
     TaskSpec,
     build_features,
-    eval_batches,
     make_collator,
     token_predictions_to_words,
 )
@@ -40,10 +39,15 @@ def make_data(name: str = "tiny", sentences=SENTENCES) -> MultiTaskData:
     return MultiTaskData(name, [INTENT, SLOTS], [corpus], joint=True)
 
 
+def collate_rows(features, split: str, rows) -> dict:
+    """A batch of the given rows of the "tiny" corpus, collated as evaluation batches are."""
+    return features.collator.collate(features.table("tiny", split), np.asarray(rows), "tiny")
+
+
 def word_labels(features, split: str = "test") -> list[list[str]]:
     """Aligned labels mapped back to words through token_predictions_to_words."""
     table = features.table("tiny", split)
-    batch = next(eval_batches(features, "tiny", split, batch_size=len(table)))
+    batch = collate_rows(features, split, range(len(table)))
     out = []
     for row in range(len(table)):
         ids = token_predictions_to_words(batch["labels"]["slots"][row], batch["word_ids"][row],
@@ -91,7 +95,7 @@ def test_collator_pads_rows_like_the_table_path(tokenizer) -> None:
     features = build_features(make_data(), tokenizer, max_length=32)
     ds = features.datasets[("tiny", "train")]
     from_rows = make_collator(tokenizer)([ds[i] for i in range(3)])
-    from_table = next(eval_batches(features, "tiny", "train", batch_size=3))
+    from_table = collate_rows(features, "train", range(3))
     for key in ("input_ids", "attention_mask", "token_type_ids", "word_ids", "example_index"):
         assert torch.equal(from_rows[key], from_table[key]), key
     for task in ("slots", "intent"):
@@ -104,10 +108,10 @@ def test_collator_pads_rows_like_the_table_path(tokenizer) -> None:
     assert from_table["word_ids"][2, 5:].eq(-1).all()
 
 
-def test_eval_batches_cover_the_split_in_order(tokenizer) -> None:
+def test_a_batch_in_any_row_order_maps_back_to_its_examples(tokenizer) -> None:
     features = build_features(make_data(), tokenizer, max_length=32)
-    batches = list(eval_batches(features, "tiny", "dev", batch_size=2))
-    assert [b["example_index"].tolist() for b in batches] == [[0, 1], [2]]
+    batches = [collate_rows(features, "dev", rows) for rows in ([2, 0], [1])]
+    assert [b["example_index"].tolist() for b in batches] == [[2, 0], [1]]
 
 
 def test_cache_is_reused_without_retokenising(tokenizer, tmp_path: Path, monkeypatch) -> None:
@@ -180,6 +184,6 @@ def test_words_without_sub_tokens_become_unk(tokenizer) -> None:
     assert tokenizer.convert_ids_to_tokens(row["input_ids"])[2] == tokenizer.unk_token
     assert features.stats["unk_words"]["tiny/train"] == 2
     assert word_labels(features) == [t for _, t, _ in sentences]
-    assert "unk_words" not in next(eval_batches(features, "tiny", "test", 2))
+    assert "unk_words" not in collate_rows(features, "test", [0, 1])
     ds = features.datasets[("tiny", "train")]
     assert "unk_words" not in make_collator(tokenizer)([ds[0], ds[1]])

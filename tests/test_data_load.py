@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from mtexp.data import SEQUENCE_FALLBACK, DataError, data_config, load_data
-from mtexp.data.config import DEFAULTS
+from mtexp.data import SEQUENCE_FALLBACK, DataConfig, DataError, data_config, load_data, load_preset
+from mtexp.data.builtin import BuiltinSource
+from mtexp.data.config import DATA_KEYS, SamplingConfig
+from mtexp.data.jointbert import JointBertSource
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "data"
 
@@ -150,22 +153,96 @@ def test_task_names_must_differ_across_sources(big_root: Path) -> None:
         load_data({"sources": [src, {**src, "name": "other"}]}, seed=0)
 
 
-@pytest.mark.parametrize("preset", ["snips", "atis", "disjoint_example"])
-def test_presets_hold_every_data_key(preset: str) -> None:
-    node = OmegaConf.to_container(OmegaConf.load(CONF / f"{preset}.yaml"))
-    assert set(node) == set(DEFAULTS)
-    assert set(node["sampling"]) == set(DEFAULTS["sampling"])
+def preset_names() -> list[str]:
+    """The selectable presets: conf/data/*.yaml; a leading underscore marks a shared base."""
+    return sorted(p.stem for p in CONF.glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def test_the_selectable_presets() -> None:
+    assert preset_names() == ["atis", "builtin", "disjoint_example", "snips"]
+
+
+@pytest.mark.parametrize("preset", preset_names())
+def test_every_preset_composes_with_every_key_and_converts(preset: str) -> None:
+    node = load_preset(preset)
+    keys = set(DATA_KEYS)
+    if preset == "builtin":  # the flat form: the source's keys beside the data keys
+        keys = (keys - {"path", "sources"}) | {"source"} | {f.name for f in fields(BuiltinSource)}
+    assert set(node) == keys  # so that any key can be overridden without `+`
+    assert set(node["sampling"]) == {f.name for f in fields(SamplingConfig)}
+    assert "${" not in str(node)
+    assert isinstance(data_config(node), DataConfig)
+
+
+def test_presets_set_only_what_differs_from_the_defaults() -> None:
+    snips = OmegaConf.load(CONF / "snips.yaml")
+    assert set(snips) == {"defaults", "name", "path"}
+    atis = OmegaConf.load(CONF / "atis.yaml")
+    assert set(atis) == {"defaults", "name", "path", "unseen_label"}
+    assert snips.defaults == atis.defaults == ["_jointbert", "_self_"]
 
 
 def test_presets_path_follows_mtexp_data(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MTEXP_DATA", "/somewhere")
-    node = OmegaConf.load(CONF / "atis.yaml")
-    assert data_config(node)["path"] == "/somewhere/atis"
-    assert data_config(node)["unseen_label"] == "fallback"
+    conf = data_config(load_preset("atis"))
+    assert conf.path == conf.sources[0].path == "/somewhere/atis"
+    assert conf.unseen_label == "fallback"
+    assert data_config(load_preset("snips", "paths.data_root=/elsewhere")).path == "/elsewhere/snips"
+
+
+def test_presets_cache_under_mtexp_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MTEXP_CACHE", "/cache")
+    for preset in preset_names():
+        assert load_preset(preset).cache_dir == "/cache/features"
+
+
+def test_flat_and_list_forms_convert_alike(big_root: Path) -> None:
+    flat = {"source": "jointbert", "path": str(big_root), "token_task": "tags", "train_fraction": 0.5}
+    listed = {"path": str(big_root), "train_fraction": 0.5,
+              "sources": [{"source": "jointbert", "path": str(big_root), "token_task": "tags"}]}
+    assert data_config(flat) == data_config(listed)
+    assert data_config(flat).sources == [JointBertSource(path=str(big_root), token_task="tags")]
+    builtin = data_config({"source": "builtin", "size": 50, "dev_fraction": 0.2})
+    assert builtin.dev_fraction == builtin.sources[0].dev_fraction == 0.2
+    assert builtin.sources[0].size == 50 and builtin.path is None
+
+
+def test_data_path_is_the_default_path_of_sources_without_one(big_root: Path) -> None:
+    conf = data_config({"path": "/d", "sources": [{"source": "jointbert"},
+                                                  {"source": "jointbert", "path": "/own", "name": "o"},
+                                                  {"source": "conll", "files": {"train": "t.txt"}}]})
+    assert [getattr(src, "path", None) for src in conf.sources] == ["/d", "/own", None]
+
+
+@pytest.mark.parametrize(
+    ("node", "message"),
+    [
+        ({"source": "builtin", "sise": 10}, r"data\.sise: unknown key"),
+        ({"source": "builtin", "size": "many"}, r"data\.size: expected int, got 'many'"),
+        ({"source": "ftp"}, r"data\.source: expected one of \('jointbert'"),
+        ({"sources": [{"source": "jointbert", "path": 3}]}, r"data\.sources\[0\]\.path: expected str"),
+        ({"sources": [{"source": "conll", "tag_column": "last"}]}, r"data\.sources\[0\]\.tag_column"),
+        ({"sources": [{"source": "builtin", "size": 0}]}, r"data\.sources\[0\]\.size: expected a positive"),
+        ({"sources": [{"source": "builtin", "path": "x"}]}, r"data\.sources\[0\]: unknown key\(s\) \['path'"),
+        ({"sources": ["jointbert"]}, r"data\.sources\[0\]\.source: expected one of"),
+        ({"sources": [{"source": "hub"}], "sampling": {"strategy": "x"}}, r"data\.sampling\.strategy"),
+        ({"sources": [{"source": "hub"}], "sampling": {"temprature": 1}}, r"data\.sampling\.temprature"),
+        ({"sources": [{"source": "hub"}], "strict_bio": "yes"}, r"data\.strict_bio: expected bool"),
+    ],
+)
+def test_bad_keys_and_types_name_the_key(node: dict, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        data_config(node)
+
+
+def test_a_data_config_is_not_converted_again(big_root: Path) -> None:
+    conf = data_config({"path": str(big_root), "sources": [{"source": "jointbert"}]})
+    assert data_config(conf) is conf
+    assert load_data(conf, seed=0).corpora[0].sizes()["train"] == 180
 
 
 def test_builtin_preset_through_load_data() -> None:
-    cfg = OmegaConf.load(CONF / "builtin.yaml")
+    cfg = load_preset("builtin")
     cfg.size = 400
     data = load_data(cfg, seed=0)
     assert data.joint and [(t.name, t.kind) for t in data.tasks] == [
@@ -175,7 +252,7 @@ def test_builtin_preset_through_load_data() -> None:
 
 
 def test_builtin_too_small_is_a_data_error() -> None:
-    cfg = OmegaConf.load(CONF / "builtin.yaml")
+    cfg = load_preset("builtin")
     cfg.size = 20
     cfg.min_examples_per_intent = 1000
     with pytest.raises(DataError, match="empty"):
@@ -192,4 +269,4 @@ def test_hydra_overrides_reach_the_data_node(preset: str, big_root: Path) -> Non
         cfg = compose("config", overrides=overrides)
     data = load_data(cfg.data, seed=0)
     assert data.name == preset and data.corpora[0].sizes()["train"] == 90
-    assert data_config(cfg.data)["sampling"]["strategy"] == "round_robin"
+    assert data_config(cfg.data).sampling.strategy == "round_robin"

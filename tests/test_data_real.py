@@ -7,24 +7,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
 from mtexp.data import (
     SEQUENCE_FALLBACK,
     DataError,
     build_features,
-    eval_batches,
     load_data,
+    load_preset,
     token_predictions_to_words,
 )
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "data"
-
 
 def preset(name: str, shared_data: Path):
-    cfg = OmegaConf.load(CONF / f"{name}.yaml")
-    cfg.path = str(shared_data / name)
-    return cfg
+    return load_preset(name, f"data.path={shared_data / name}")
+
+
+def batches(features, corpus: str, split: str, size: int):
+    """The split's rows in order, collated as evaluation batches are."""
+    table = features.table(corpus, split)
+    for start in range(0, len(table), size):
+        yield features.collator.collate(table, np.arange(start, min(start + size, len(table))), corpus)
 
 
 def assert_round_trip(features) -> int:
@@ -34,7 +36,7 @@ def assert_round_trip(features) -> int:
         ids = features.data.task("slots").label_to_id()
         for split, examples in corpus.splits.items():
             assert features.stats["truncation"][f"{corpus.name}/{split}"]["examples"] == 0
-            for batch in eval_batches(features, corpus.name, split, batch_size=512):
+            for batch in batches(features, corpus.name, split, size=512):
                 labels, word_ids = batch["labels"]["slots"].numpy(), batch["word_ids"].numpy()
                 for row, index in enumerate(batch["example_index"].tolist()):
                     tags = examples[index].labels["slots"]

@@ -9,12 +9,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from omegaconf import OmegaConf
 
-from mtexp.data import build_features, load_data, task_probabilities, train_batches
+from mtexp.data import (
+    SamplingConfig,
+    build_features,
+    load_data,
+    load_preset,
+    task_probabilities,
+    train_batches,
+)
 from mtexp.data.batching import allocate
 
-PRESET = Path(__file__).resolve().parents[1] / "conf" / "data" / "disjoint_example.yaml"
+PROPORTIONAL = SamplingConfig("proportional")
 ENTITIES = [("Paris", "LOC"), ("Angela Merkel", "PER"), ("Siemens", "ORG"), ("New York City", "LOC")]
 
 
@@ -42,7 +48,7 @@ def write_disjoint(root: Path) -> tuple[Path, Path]:
 def disjoint(tmp_path_factory, tokenizer):
     root = tmp_path_factory.mktemp("disjoint")
     table, conll = write_disjoint(root)
-    cfg = OmegaConf.load(PRESET)
+    cfg = load_preset("disjoint_example")
     cfg.sources[0].path = str(table)
     cfg.sources[1].path = str(conll)
     data = load_data(cfg, seed=0)
@@ -74,7 +80,7 @@ def test_disjoint_preset_loads(disjoint) -> None:
     ],
 )
 def test_sampling_strategies_give_the_expected_task_shares(disjoint, strategy, expected) -> None:
-    sampling = {"strategy": strategy, "temperature": 2.0, "steps_per_epoch": 301}
+    sampling = SamplingConfig(strategy, temperature=2.0, steps_per_epoch=301)
     batches = train_batches(disjoint, batch_size=8, sampling=sampling, seed=0, epoch=0)
     seen: Counter = Counter()
     for batch in batches:
@@ -90,14 +96,14 @@ def test_sampling_strategies_give_the_expected_task_shares(disjoint, strategy, e
 
 
 def test_round_robin_alternates_and_default_budget_is_one_pass(disjoint) -> None:
-    batches = train_batches(disjoint, batch_size=8, sampling={"strategy": "round_robin"})
+    batches = train_batches(disjoint, batch_size=8, sampling=SamplingConfig("round_robin"))
     assert len(batches) == math.ceil(194 / 8) + math.ceil(60 / 8)
     assert batches.plan[:4] == ["reviews", "conll", "reviews", "conll"]
 
 
 def test_epochs_and_seeds_change_the_order_reproducibly(disjoint) -> None:
     def order(seed: int, epoch: int) -> list[list[int]]:
-        batches = train_batches(disjoint, 8, {"strategy": "proportional"}, seed=seed, epoch=epoch)
+        batches = train_batches(disjoint, 8, PROPORTIONAL, seed=seed, epoch=epoch)
         return [b["example_index"].tolist() for b in batches]
 
     assert order(0, 0) == order(0, 0)
@@ -106,7 +112,7 @@ def test_epochs_and_seeds_change_the_order_reproducibly(disjoint) -> None:
 
 
 def test_one_pass_covers_every_example_once(disjoint) -> None:
-    batches = train_batches(disjoint, 8, {"strategy": "proportional"}, group_by_length=True)
+    batches = train_batches(disjoint, 8, PROPORTIONAL, group_by_length=True)
     covered: dict[str, list[int]] = {"reviews": [], "conll": []}
     for batch in batches:
         covered[batch["corpus"]] += batch["example_index"].tolist()
@@ -116,7 +122,7 @@ def test_one_pass_covers_every_example_once(disjoint) -> None:
 
 def test_length_grouping_reduces_padding(disjoint) -> None:
     def padding(group: bool) -> int:
-        batches = train_batches(disjoint, 8, {"strategy": "proportional"}, group_by_length=group)
+        batches = train_batches(disjoint, 8, PROPORTIONAL, group_by_length=group)
         return sum(int((b["attention_mask"] == 0).sum()) for b in batches)
 
     assert padding(True) < padding(False) / 2

@@ -261,9 +261,9 @@ def test_hub_class_label_ids_become_names(tmp_path: Path) -> None:
     ds.save_to_disk(str(tmp_path / "saved"))
     from mtexp.data.bio import BioPolicy
     from mtexp.data.columns import ColumnMap
-    from mtexp.data.hub import _split_examples
+    from mtexp.data.hub import HubSource, _split_examples
 
-    cmap = ColumnMap.from_source({"sequence_task": "sentiment"}, "k")
+    cmap = ColumnMap.from_source(HubSource(sequence_task="sentiment"), "k")
     examples = _split_examples(datasets.load_from_disk(str(tmp_path / "saved")), cmap, "x",
                                "train", BioPolicy(), "k")
     assert [ex.labels["sentiment"] for ex in examples[:2]] == ["pos", "neg"]

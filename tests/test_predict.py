@@ -18,7 +18,7 @@ from mtexp import load_model
 from mtexp.checkpoint import load_checkpoint
 from mtexp.cli import predict_main
 from mtexp.config import validate
-from mtexp.data import build_features, data_config, load_data
+from mtexp.data import build_features, load_data
 from mtexp.evaluate import evaluate_split, predict
 from mtexp.model import MultiTaskModel
 from mtexp.predict import entities, format_prediction, iob2_spans
@@ -129,9 +129,8 @@ def test_loading_needs_only_the_model_files(trained, tmp_path, monkeypatch):
 def test_reloaded_model_reproduces_the_run_metrics(trained, reloaded):
     run_dir, _, _ = trained
     _, config, data = dev_sentences(run_dir)
-    settings = data_config(config.data)
     features = build_features(data, reloaded.encoder.tokenizer, reloaded.encoder.max_length,
-                              label_all_tokens=settings["label_all_tokens"], cache_dir=None)
+                              label_all_tokens=config.data.label_all_tokens, cache_dir=None)
     runner = BatchRunner(config, reloaded, data, features, torch.device("cpu"))
     on_disk = json.loads((run_dir / "metrics.json").read_text())
     for split in ("dev", "test"):

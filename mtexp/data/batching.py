@@ -1,4 +1,4 @@
-"""Batches for training (task sampling, length grouping) and evaluation; words from sub-tokens."""
+"""Training batches (task sampling, length grouping); word predictions from sub-token ones."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from mtexp.data.config import DEFAULTS, check_sampling, to_plain
+from mtexp.data.config import SamplingConfig
 from mtexp.data.features import Features
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class TrainBatches:
 def train_batches(
     features: Features,
     batch_size: int,
-    sampling: Mapping[str, Any] | None = None,
+    sampling: SamplingConfig | None = None,
     seed: int = 0,
     epoch: int = 0,
     group_by_length: bool = False,
@@ -86,15 +86,14 @@ def train_batches(
     steps per task. With `group_by_length`, each shuffle is sorted by length within chunks of
     50 batches and the batches are then shuffled.
     """
-    sampling = {**DEFAULTS["sampling"], **(to_plain(sampling) or {})}
-    check_sampling(sampling)
+    sampling = sampling or SamplingConfig()
     sizes = {c.name: len(c.splits["train"]) for c in features.data.corpora}
-    budget = sampling["steps_per_epoch"] or sum(math.ceil(n / batch_size) for n in sizes.values())
+    budget = sampling.steps_per_epoch or sum(math.ceil(n / batch_size) for n in sizes.values())
     names = list(sizes)
-    if sampling["strategy"] == "round_robin":
+    if sampling.strategy == "round_robin":
         plan = [names[k % len(names)] for k in range(budget)]
     else:
-        probs = task_probabilities(sizes, sampling["strategy"], sampling["temperature"])
+        probs = task_probabilities(sizes, sampling.strategy, sampling.temperature)
         plan = [name for name, count in allocate(budget, probs).items() for _ in range(count)]
         order = np.random.default_rng([seed, epoch, 0]).permutation(len(plan))
         plan = [plan[i] for i in order]
@@ -103,7 +102,7 @@ def train_batches(
     for corpus in features.data.corpora:
         for task in corpus.tasks:
             step_counts[task] += corpus_steps.get(corpus.name, 0)
-    log.info("epoch %d: %d steps (%s), per task %s", epoch, budget, sampling["strategy"], step_counts)
+    log.info("epoch %d: %d steps (%s), per task %s", epoch, budget, sampling.strategy, step_counts)
     return TrainBatches(features, batch_size, plan, seed, epoch, group_by_length,
                         step_counts, corpus_steps)
 
@@ -124,16 +123,6 @@ def _index_batches(
         if group:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         yield from batches
-
-
-def eval_batches(
-    features: Features, corpus: str, split: str, batch_size: int
-) -> Iterator[dict[str, Any]]:
-    """Batches of one (corpus, split) in example order; `example_index` maps rows back."""
-    table = features.table(corpus, split)
-    for start in range(0, len(table), batch_size):
-        index = np.arange(start, min(start + batch_size, len(table)))
-        yield features.collator.collate(table, index, corpus)
 
 
 def token_predictions_to_words(pred_ids: Any, word_ids: Any, n_words: int, fill: int = 0) -> list[int]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from mtexp.data.types import DataError
 
 OUTSIDE = "O"
+SCHEMES = ("iob1", "iob2")
 
 
 def tag_type(tag: str) -> str | None:
@@ -44,7 +45,7 @@ class BioPolicy:
     converted: Counter = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
-        if self.scheme not in ("iob1", "iob2"):
+        if self.scheme not in SCHEMES:
             raise DataError(f"tag scheme must be 'iob1' or 'iob2', got {self.scheme!r}")
 
     def normalise(self, tags: list[str], where: str, split: str) -> list[str]:

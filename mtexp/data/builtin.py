@@ -16,8 +16,8 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from hassil import Intents
@@ -34,7 +34,8 @@ from hassil.expression import (
 from hassil.intents import IntentData, RangeFractionType, RangeSlotList, SlotList, TextSlotList
 from hassil.numbers import get_rbnf_engine
 
-from mtexp.data.builtin_vocab import VOCABULARIES, Vocabulary
+from mtexp.data.builtin_vocab import VOCABULARIES, Vocabulary, text_list
+from mtexp.data.source import ReadContext, SourceConfig
 from mtexp.data.types import Corpus, DataError, Example
 
 _LOG = logging.getLogger(__name__)
@@ -43,30 +44,25 @@ _PUNCT = "?!.,;:¿¡"
 _PATIENCE = 200
 
 
-@dataclass(frozen=True)
-class BuiltinConfig:
-    """Options of the built-in source (the `data` config node; unknown keys are ignored)."""
+@dataclass
+class BuiltinSource(SourceConfig):
+    """`source: builtin`: sentences sampled offline; the corpus is always named "builtin"."""
 
-    language: str = "en"
-    size: int = 6000
+    language: str = "en"  # any language the package has; only "en" has device/area vocabulary
+    size: int = 6000  # total sentences before the split (fewer if intents run out of variety)
     dev_fraction: float = 0.1
     test_fraction: float = 0.1
-    min_examples_per_intent: int = 10
+    min_examples_per_intent: int = 10  # intents with fewer unique sentences are dropped
     max_templates_per_intent: int | None = None
-    number_words_prob: float = 0.3
+    number_words_prob: float = 0.3  # share of range values spelled out ("twenty-one")
 
-    @classmethod
-    def from_mapping(cls, cfg: Mapping[str, Any]) -> BuiltinConfig:
-        known = {f.name for f in fields(cls)}
-        out = cls(**{k: cfg[k] for k in cfg if k in known and cfg[k] is not None})
-        if out.size < 1:
-            raise DataError(f"data.size must be positive, got {out.size}")
-        if not 0 <= out.dev_fraction + out.test_fraction < 1:
-            raise DataError("data.dev_fraction + data.test_fraction must lie in [0, 1)")
-        return out
-
-
-KEYS = {"source", "name", *(f.name for f in fields(BuiltinConfig))}
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.size < 1:
+            raise DataError(f"size: expected a positive integer, got {self.size!r}")
+        if not 0 <= self.dev_fraction + self.test_fraction < 1:
+            raise DataError("dev_fraction: dev_fraction + test_fraction must lie in [0, 1), "
+                            f"got {self.dev_fraction} + {self.test_fraction}")
 
 
 @dataclass(frozen=True)
@@ -110,7 +106,17 @@ class _Unfillable(Exception):
     """A template refers to a list or rule with no usable values."""
 
 
-def load_builtin(cfg: Mapping[str, Any], seed: int) -> Corpus:
+def read_builtin(src: BuiltinSource, ctx: ReadContext) -> Corpus:
+    """The registry's reader: `load_builtin`, its tags checked by the run's BIO policy."""
+    corpus = load_builtin(src, ctx.seed)
+    for split, examples in corpus.splits.items():
+        for j, example in enumerate(examples):
+            where = f"{ctx.key} {split}[{j}]"
+            example.labels["slots"] = ctx.policy.normalise(example.labels["slots"], where, split)
+    return corpus
+
+
+def load_builtin(cfg: BuiltinSource, seed: int) -> Corpus:
     """The built-in corpus: tasks ("intent", "slots"), splits train/dev/test."""
     data = generate_builtin(cfg, seed)
     _LOG.info("builtin data: %s", {k: v for k, v in data.stats.items() if k != "skipped"})
@@ -121,10 +127,9 @@ def load_builtin(cfg: Mapping[str, Any], seed: int) -> Corpus:
     return Corpus(name="builtin", tasks=("intent", "slots"), splits=splits)
 
 
-def generate_builtin(cfg: Mapping[str, Any], seed: int) -> BuiltinDataset:
-    """Sample, de-duplicate and split the built-in sentences; same cfg and seed -> same data."""
+def generate_builtin(conf: BuiltinSource, seed: int) -> BuiltinDataset:
+    """Sample, de-duplicate and split the built-in sentences; same config and seed -> same data."""
     start = time.perf_counter()
-    conf = BuiltinConfig.from_mapping(cfg)
     skipped: Counter[str] = Counter()
     templates = _load_templates(conf.language, skipped)
     rng = random.Random(f"{seed}/templates")
@@ -169,13 +174,13 @@ def _load_templates(language: str, skipped: Counter[str]) -> dict[str, list[_Tem
         raise DataError(f"home-assistant-intents has no sentences for language {language!r}")
     intents = Intents.from_dict(raw)
     vocab = VOCABULARIES.get(language, Vocabulary({}, (), (), {}))
-    base_lists = {**intents.slot_lists, **_vocab_lists(vocab)}
+    base_lists = {**intents.slot_lists, **vocab.slot_lists()}
     out: dict[str, list[_Template]] = {}
     for name in sorted(intents.intents):
         rows: list[_Template] = []
         for data in intents.intents[name].data:
             rules = {**intents.expansion_rules, **data.expansion_rules}
-            names = _strings(vocab.names(_domains(data)), "name")
+            names = text_list(vocab.names(_domains(data)), "name")
             lists = {**base_lists, **data.slot_lists, "name": names}
             for sentence in data.sentences:
                 try:
@@ -189,19 +194,6 @@ def _load_templates(language: str, skipped: Counter[str]) -> dict[str, list[_Tem
         else:
             skipped[f"intent {name} has no usable template"] += 1
     return out
-
-
-def _vocab_lists(vocab: Vocabulary) -> dict[str, SlotList]:
-    lists: dict[str, SlotList] = {
-        name: _strings(values, name) for name, values in vocab.wildcards.items()
-    }
-    lists["area"] = _strings(vocab.areas, "area")
-    lists["floor"] = _strings(vocab.floors, "floor")
-    return lists
-
-
-def _strings(values: tuple[str, ...], name: str) -> TextSlotList:
-    return TextSlotList.from_strings(values, allow_template=False, name=name)
 
 
 def _domains(data: IntentData) -> set[str] | None:
@@ -337,7 +329,7 @@ def _add_literal(text: str, after_slot: bool, words: list[str], tags: list[str])
 
 
 def _sample_all(
-    templates: dict[str, list[_Template]], conf: BuiltinConfig, seed: int
+    templates: dict[str, list[_Template]], conf: BuiltinSource, seed: int
 ) -> tuple[dict[str, list[BuiltinSentence]], int]:
     """Fill per-intent quotas with unique sentences; exhausted intents pass their share on."""
     owner: dict[str, str] = {}
@@ -372,7 +364,7 @@ def _sample_all(
 
 
 def _draws(
-    intent: str, rows: list[_Template], rng: random.Random, conf: BuiltinConfig
+    intent: str, rows: list[_Template], rng: random.Random, conf: BuiltinSource
 ) -> Iterator[BuiltinSentence | None]:
     walker = _Walker(rng, conf.language, conf.number_words_prob)
     while True:
@@ -380,7 +372,7 @@ def _draws(
 
 
 def _split(
-    by_intent: dict[str, list[BuiltinSentence]], conf: BuiltinConfig, rng: random.Random
+    by_intent: dict[str, list[BuiltinSentence]], conf: BuiltinSource, rng: random.Random
 ) -> dict[str, list[BuiltinSentence]]:
     """Stratified by intent: each intent's sentences are shuffled and cut into test/dev/train."""
     splits: dict[str, list[BuiltinSentence]] = {"train": [], "dev": [], "test": []}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hassil.intents import SlotList, TextSlotList
+
 # Device names keyed by the entity domain the intent templates require (requires_context.domain).
 NAMES_BY_DOMAIN: dict[str, tuple[str, ...]] = {
     "light": (
@@ -136,6 +138,20 @@ class Vocabulary:
         """Device names for the given domains (all names when None), in a stable order."""
         keys = sorted(self.names_by_domain) if domains is None else sorted(domains)
         return tuple(n for key in keys for n in self.names_by_domain.get(key, ()))
+
+    def slot_lists(self) -> dict[str, SlotList]:
+        """The wildcard, area and floor values as hassil lists."""
+        lists: dict[str, SlotList] = {
+            name: text_list(values, name) for name, values in self.wildcards.items()
+        }
+        lists["area"] = text_list(self.areas, "area")
+        lists["floor"] = text_list(self.floors, "floor")
+        return lists
+
+
+def text_list(values: tuple[str, ...], name: str) -> TextSlotList:
+    """A hassil list of literal values (no template syntax inside them)."""
+    return TextSlotList.from_strings(values, allow_template=False, name=name)
 
 
 VOCABULARIES: dict[str, Vocabulary] = {

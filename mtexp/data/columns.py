@@ -6,9 +6,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from mtexp.data.bio import BioPolicy
+from mtexp.data.source import SourceConfig
 from mtexp.data.types import DataError, Example
 
-COLUMN_KEYS = {"text_column", "label_column", "tags_column", "sequence_task", "token_task"}
+
+@dataclass
+class ColumnSource(SourceConfig):
+    """A source read as a table: which columns feed which task."""
+
+    text_column: str = "text"  # a string (split on whitespace) or a list of words
+    label_column: str | None = "label"  # the sequence task's label (read with sequence_task)
+    tags_column: str | None = "tags"  # word-level tags (read with token_task)
+    sequence_task: str | None = None
+    token_task: str | None = None
 
 
 @dataclass(frozen=True)
@@ -22,13 +32,13 @@ class ColumnMap:
     token_task: str | None
 
     @classmethod
-    def from_source(cls, src: Mapping, key: str) -> ColumnMap:
+    def from_source(cls, src: ColumnSource, key: str) -> ColumnMap:
         cmap = cls(
-            text=src.get("text_column", "text"),
-            label=src.get("label_column", "label") if src.get("sequence_task") else None,
-            tags=src.get("tags_column", "tags") if src.get("token_task") else None,
-            sequence_task=src.get("sequence_task"),
-            token_task=src.get("token_task"),
+            text=src.text_column,
+            label=src.label_column if src.sequence_task else None,
+            tags=src.tags_column if src.token_task else None,
+            sequence_task=src.sequence_task,
+            token_task=src.token_task,
         )
         if not cmap.sequence_task and not cmap.token_task:
             raise DataError(f"{key}: set sequence_task (with label_column) and/or token_task")

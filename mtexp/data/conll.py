@@ -2,30 +2,38 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from mtexp.data.bio import BioPolicy
-from mtexp.data.textio import corpus_name, read_text, split_files
+from mtexp.data.source import ReadContext
+from mtexp.data.textio import FileSource, corpus_name, read_text, split_files
 from mtexp.data.types import Corpus, DataError, Example
 
-KEYS = {
-    "source", "name", "path", "files", "token_task", "word_column", "tag_column",
-    "separator", "scheme",
-}
 SUFFIXES = (".txt", ".conll", ".iob", ".bio", ".tsv", "")
 DOCSTART = "-DOCSTART-"
 
 
-def load_conll(src: dict, key: str, policy: BioPolicy) -> Corpus:
+@dataclass
+class ConllSource(FileSource):
+    """`source: conll`: `word ... tag` per line, a blank line between sentences."""
+
+    token_task: str | None = None  # required: the task the tags feed (e.g. ner)
+    word_column: int = 0
+    tag_column: int = -1  # the last column; 3 picks CoNLL-2003's NER column explicitly
+    separator: str | None = None  # null: any whitespace
+    scheme: str = "iob1"  # iob1 files are converted to IOB2; iob2 files are checked
+
+
+def read_conll(src: ConllSource, ctx: ReadContext) -> Corpus:
     """Read CoNLL files; the tag column is `tag_column` (default last), IOB1 becomes IOB2."""
-    task = src.get("token_task")
+    key, task = ctx.key, src.token_task
     if not task:
         raise DataError(f"{key}.token_task: name the token task (e.g. ner)")
     files = split_files(src, key, SUFFIXES)
-    columns = (int(src.get("word_column", 0)), int(src.get("tag_column", -1)))
-    sep = src.get("separator")
+    columns = (src.word_column, src.tag_column)
     splits = {
-        split: _read_file(path, split, task, columns, sep, policy, key)
+        split: _read_file(path, split, task, columns, src.separator, ctx.policy, key)
         for split, path in files.items()
     }
     return Corpus(name=corpus_name(src, files), tasks=(task,), splits=splits)

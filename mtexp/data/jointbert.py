@@ -2,33 +2,43 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from mtexp.data.bio import BioPolicy
+from mtexp.data.source import ReadContext, SourceConfig
 from mtexp.data.textio import SPLIT_ALIASES, read_lines, resolve_path
 from mtexp.data.types import SPLITS, Corpus, DataError, Example
 
-KEYS = {"source", "name", "path", "sequence_task", "token_task", "scheme"}
+
+@dataclass
+class JointBertSource(SourceConfig):
+    """`source: jointbert`: a folder with train/, dev/, test/, each with seq.in, seq.out, label."""
+
+    path: str | None = None
+    sequence_task: str | None = "intent"  # the task of `label`; null: not read
+    token_task: str | None = "slots"  # the task of `seq.out`; null: not read
+    scheme: str = "iob2"
 
 
-def load_jointbert(src: dict, key: str, policy: BioPolicy) -> Corpus:
+def read_jointbert(src: JointBertSource, ctx: ReadContext) -> Corpus:
     """Read a JointBERT folder; `#`-joined multi-intents (ATIS) are kept as labels of their own."""
-    if not src.get("path"):
+    key = ctx.key
+    if not src.path:
         raise DataError(f"{key}.path: set the JointBERT folder (with train/, dev/, test/)")
-    root = resolve_path(src["path"], f"{key}.path")
-    seq_task = src.get("sequence_task", "intent")
-    tok_task = src.get("token_task", "slots")
+    root = resolve_path(src.path, f"{key}.path")
+    seq_task, tok_task = src.sequence_task, src.token_task
     if not seq_task and not tok_task:
         raise DataError(f"{key}: set sequence_task and/or token_task")
     splits: dict[str, list[Example]] = {}
     for split in SPLITS:
         folder = _split_folder(root, split)
         if folder is not None:
-            splits[split] = _read_split(folder, split, seq_task, tok_task, policy)
+            splits[split] = _read_split(folder, split, seq_task, tok_task, ctx.policy)
     if "train" not in splits:
         raise DataError(f"{key}.path: no train/ folder with seq.in in {root}")
     tasks = tuple(t for t in (seq_task, tok_task) if t)
-    return Corpus(name=src.get("name") or root.name, tasks=tasks, splits=splits)
+    return Corpus(name=src.name or root.name, tasks=tasks, splits=splits)
 
 
 def _split_folder(root: Path, split: str) -> Path | None:

@@ -2,93 +2,63 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from mtexp.data import conll, hub, jointbert, tabular
 from mtexp.data.bio import BioPolicy
-from mtexp.data.config import data_config
+from mtexp.data.config import DataConfig, data_config
+from mtexp.data.registry import source_of
+from mtexp.data.source import ReadContext, SourceConfig
 from mtexp.data.splits import carve, subsample
 from mtexp.data.types import SPLITS, Corpus, DataError, MultiTaskData, TaskSpec
 from mtexp.data.vocab import apply_unseen, build_spec, task_kinds
 
-Loader = Callable[[dict, str, BioPolicy], Corpus]
-# source -> (reader, accepted keys, default tag scheme)
-READERS: dict[str, tuple[Loader, set[str], str]] = {
-    "jointbert": (jointbert.load_jointbert, jointbert.KEYS, "iob2"),
-    "conll": (conll.load_conll, conll.KEYS, "iob1"),
-    "tabular": (tabular.load_tabular, tabular.KEYS, "iob2"),
-    "hub": (hub.load_hub, hub.KEYS, "iob2"),
-}
 # Salts keep the seeded streams of different steps independent of each other.
 SALT = {"dev": 1, "test": 2, "subsample": 3}
 
 
-def load_data(cfg: Mapping, seed: int) -> MultiTaskData:
-    """Build a `MultiTaskData` from a `data` node (or a root config with one); see conf/data/."""
+def load_data(cfg: DataConfig | Mapping[str, Any], seed: int) -> MultiTaskData:
+    """Build a `MultiTaskData` from a `DataConfig`; a mapping (the `data` node, or a root config
+    with one; see conf/data/) is converted by `data_config` first."""
     conf = data_config(cfg)
     stats: dict[str, Any] = {"seed": seed, "corpora": {}, "unseen_labels": {}}
     corpora = []
-    for i, src in enumerate(conf["sources"]):
-        corpus, policy = _read_source(dict(src), f"data.sources[{i}]", conf, seed)
+    for i, src in enumerate(conf.sources):
+        corpus, policy = _read_source(src, f"data.sources[{i}]", conf.strict_bio, seed)
         carved = _carve_missing(corpus, conf, seed, i)
         stats["corpora"][corpus.name] = {"carved": carved, **policy.stats()}
         corpora.append(corpus)
     _check_unique(corpora)
-    tasks = _build_tasks(corpora, conf, stats)
+    tasks = _build_tasks(corpora, conf.unseen_label, stats)
     for i, corpus in enumerate(corpora):
         cstats = stats["corpora"][corpus.name]
         cstats["train_before_subsample"] = len(corpus.splits["train"])
         _subsample(corpus, tasks, conf, np.random.default_rng([seed, SALT["subsample"], i]))
         cstats.update(tasks=list(corpus.tasks), sizes=corpus.sizes())
-    name = conf["name"] or "+".join(c.name for c in corpora)
+    name = conf.name or "+".join(c.name for c in corpora)
     joint = len(corpora) == 1
-    stats.update(name=name, joint=joint, train_fraction=conf["train_fraction"],
-                 max_train_examples=conf["max_train_examples"])
+    stats.update(name=name, joint=joint, train_fraction=conf.train_fraction,
+                 max_train_examples=conf.max_train_examples)
     return MultiTaskData(name=name, tasks=tasks, corpora=corpora, joint=joint, stats=stats)
 
 
-def _read_source(src: dict, key: str, conf: dict, seed: int) -> tuple[Corpus, BioPolicy]:
-    kind = src["source"]
-    if kind == "builtin":
-        return _read_builtin(src, key, conf, seed)
-    reader, keys, scheme = READERS[kind]
-    unknown = set(src) - keys
-    if unknown:
-        raise DataError(f"{key}: unknown key(s) {sorted(unknown)} for source {kind!r}; "
-                        f"accepted: {sorted(keys)}")
-    if kind != "hub" and not src.get("path") and not src.get("files") and conf.get("path"):
-        src["path"] = conf["path"]
-    policy = BioPolicy(scheme=src.get("scheme", scheme), strict=bool(conf["strict_bio"]))
-    corpus = reader(src, key, policy)
+def _read_source(src: SourceConfig, key: str, strict_bio: bool, seed: int) -> tuple[Corpus, BioPolicy]:
+    policy = BioPolicy(scheme=src.tag_scheme(), strict=strict_bio)
+    corpus = source_of(src).read(src, ReadContext(key, policy, seed))
     _check_not_empty(corpus, key)
     return corpus, policy
 
 
-def _read_builtin(src: dict, key: str, conf: dict, seed: int) -> tuple[Corpus, BioPolicy]:
-    from mtexp.data.builtin import load_builtin
-
-    corpus = load_builtin(src, seed)
-    _check_not_empty(corpus, key)
-    policy = BioPolicy(scheme="iob2", strict=bool(conf["strict_bio"]))
-    kinds = task_kinds(corpus, key)
-    for split, examples in corpus.splits.items():
-        for j, ex in enumerate(examples):
-            for task in (t for t, k in kinds.items() if k == "token"):
-                ex.labels[task] = policy.normalise(ex.labels[task], f"{key} {split}[{j}]", split)
-    return corpus, policy
-
-
-def _carve_missing(corpus: Corpus, conf: dict, seed: int, index: int) -> list[str]:
+def _carve_missing(corpus: Corpus, conf: DataConfig, seed: int, index: int) -> list[str]:
     """Carve dev (and test, when absent) from train, stratified by the sequence task's label."""
     seq_task = _sequence_task(corpus)
     carved = []
     for split in ("test", "dev"):
         if split not in corpus.splits:
             rng = np.random.default_rng([seed, SALT[split], index])
-            train, held = carve(corpus.splits["train"], conf[f"{split}_fraction"], seq_task, rng)
+            train, held = carve(corpus.splits["train"], getattr(conf, f"{split}_fraction"), seq_task, rng)
             corpus.splits["train"], corpus.splits[split] = train, held
             carved.append(split)
     corpus.splits = {split: corpus.splits[split] for split in SPLITS}
@@ -117,23 +87,23 @@ def _check_unique(corpora: list[Corpus]) -> None:
         raise DataError(f"data.sources: each task must come from one source, got {tasks}")
 
 
-def _build_tasks(corpora: list[Corpus], conf: dict, stats: dict) -> list[TaskSpec]:
+def _build_tasks(corpora: list[Corpus], unseen_label: str, stats: dict) -> list[TaskSpec]:
     tasks = []
     for corpus in corpora:
         for name, kind in task_kinds(corpus, f"corpus {corpus.name!r}").items():
-            spec = build_spec(name, kind, corpus, conf["unseen_label"])
-            unseen = apply_unseen(corpus, spec, conf["unseen_label"])
+            spec = build_spec(name, kind, corpus, unseen_label)
+            unseen = apply_unseen(corpus, spec, unseen_label)
             if unseen:
                 stats["unseen_labels"][name] = unseen
             tasks.append(spec)
     return tasks
 
 
-def _subsample(corpus: Corpus, tasks: list[TaskSpec], conf: dict, rng: np.random.Generator) -> None:
-    if conf["train_fraction"] >= 1 and conf["max_train_examples"] is None:
+def _subsample(corpus: Corpus, tasks: list[TaskSpec], conf: DataConfig, rng: np.random.Generator) -> None:
+    if conf.train_fraction >= 1 and conf.max_train_examples is None:
         return
     kinds = {t.name: t.kind for t in tasks}
     seq_task = next((t for t in corpus.tasks if kinds[t] == "sequence"), None)
     corpus.splits["train"] = subsample(
-        corpus.splits["train"], conf["train_fraction"], conf["max_train_examples"], seq_task, rng
+        corpus.splits["train"], conf.train_fraction, conf.max_train_examples, seq_task, rng
     )

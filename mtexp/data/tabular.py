@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from mtexp.data.bio import BioPolicy
-from mtexp.data.columns import COLUMN_KEYS, ColumnMap, check_columns, to_examples
-from mtexp.data.textio import check_utf8, corpus_name, split_files
+from mtexp.data.columns import ColumnMap, ColumnSource, check_columns, to_examples
+from mtexp.data.source import ReadContext
+from mtexp.data.textio import FileSource, check_utf8, corpus_name, split_files
 from mtexp.data.types import Corpus, DataError
 
-KEYS = {"source", "name", "path", "files", "format", "scheme", *COLUMN_KEYS}
 FORMATS = {
     ".csv": "csv",
     ".tsv": "tsv",
@@ -24,16 +24,25 @@ FORMATS = {
 }
 
 
-def load_tabular(src: dict, key: str, policy: BioPolicy) -> Corpus:
+@dataclass
+class TabularSource(FileSource, ColumnSource):
+    """`source: tabular`: CSV, TSV, JSONL or Parquet files, one per split (or one to carve)."""
+
+    format: str | None = None  # csv | tsv | jsonl | json | parquet; null: from the file extension
+    scheme: str = "iob2"
+
+
+def read_tabular(src: TabularSource, ctx: ReadContext) -> Corpus:
     """Read one file per split; text is split on whitespace into words."""
+    key = ctx.key
     cmap = ColumnMap.from_source(src, key)
     files = split_files(src, key, tuple(FORMATS))
     splits = {}
     for split, path in files.items():
-        frame = read_frame(path, src.get("format"), f"{key}.format")
+        frame = read_frame(path, src.format, f"{key}.format")
         check_columns(list(frame.columns), cmap, str(path), key)
         table = {col: frame[col].tolist() for col, _ in cmap.required()}
-        splits[split] = to_examples(table, cmap, str(path), split, policy)
+        splits[split] = to_examples(table, cmap, str(path), split, ctx.policy)
     return Corpus(name=corpus_name(src, files), tasks=cmap.tasks, splits=splits)
 
 

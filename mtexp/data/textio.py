@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
+from mtexp.data.source import SourceConfig
 from mtexp.data.types import SPLITS, DataError
 
 # File stems accepted for each split when a source points at a folder.
@@ -83,9 +85,17 @@ def find_split_files(folder: Path, suffixes: Iterable[str], key: str) -> dict[st
     return found
 
 
-def split_files(src: dict, key: str, suffixes: Iterable[str]) -> dict[str, Path]:
+@dataclass
+class FileSource(SourceConfig):
+    """A source read from files: `path` (a folder of split files, or one file) or `files`."""
+
+    path: str | None = None
+    files: dict[str, str] | None = None  # split -> file, e.g. {train: a.csv, test: b.csv}
+
+
+def split_files(src: FileSource, key: str, suffixes: Iterable[str]) -> dict[str, Path]:
     """Split files of a source: `files: {train: .., dev: .., test: ..}`, a folder, or one file."""
-    files = src.get("files")
+    files = src.files
     if files:
         unknown = set(files) - set(SPLITS)
         if unknown:
@@ -93,19 +103,19 @@ def split_files(src: dict, key: str, suffixes: Iterable[str]) -> dict[str, Path]
         if "train" not in files:
             raise DataError(f"{key}.files: a train file is required")
         return {s: resolve_path(p, f"{key}.files.{s}") for s, p in files.items() if p}
-    if not src.get("path"):
+    if not src.path:
         raise DataError(f"{key}: set `path` (a folder or a file) or `files`")
-    path = resolve_path(src["path"], f"{key}.path")
+    path = resolve_path(src.path, f"{key}.path")
     if path.is_dir():
         return find_split_files(path, suffixes, f"{key}.path")
     return {"train": path}
 
 
-def corpus_name(src: dict, files: dict[str, Path]) -> str:
+def corpus_name(src: FileSource, files: dict[str, Path]) -> str:
     """`name` from the config, else the source folder's name, else the train file's stem."""
-    if src.get("name"):
-        return str(src["name"])
+    if src.name:
+        return str(src.name)
     train = files["train"]
-    if src.get("files") or resolve_path(src["path"], "path", must_exist=False).is_dir():
+    if src.files or resolve_path(src.path, "path", must_exist=False).is_dir():
         return train.parent.name
     return train.stem
