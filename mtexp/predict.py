@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from mtexp.data.align import encode_words
@@ -32,9 +31,9 @@ from mtexp.data.types import TaskSpec
 from mtexp.encoder import SentenceEncoder
 from mtexp.model import MultiTaskModel
 from mtexp.rundir import read_model_config
+from mtexp.weights import load_weights
 
 SENTENCE_KEYS = ("text", "words")  # keys of a prediction beside the task names
-ENCODER_PREFIX, BACKBONE_PREFIX = "encoder.", "encoder.backbone."
 
 
 def load_model(
@@ -58,16 +57,8 @@ def load_model(
         )
         heads = config["heads"]
         model = MultiTaskModel(encoder, tasks, heads["hidden"], heads["dropout"], config["loss_weights"])
-    model.load_state_dict(import_state_dict(load_file(str(run_dir / config["weights"]))))
+    model.load_state_dict(load_weights(run_dir / config["weights"]))
     return model.to(device).eval()
-
-
-def import_state_dict(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The inverse of `checkpoint.export_state_dict`: `encoder.` names back under `encoder.backbone.`."""
-    return {
-        BACKBONE_PREFIX + name[len(ENCODER_PREFIX):] if name.startswith(ENCODER_PREFIX) else name: tensor
-        for name, tensor in tensors.items()
-    }
 
 
 def split_words(sentence: str) -> list[str]:

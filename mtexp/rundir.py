@@ -24,6 +24,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from mtexp.io import atomic_save, atomic_write_json, atomic_write_text
+from mtexp.weights import save_weights
 
 if TYPE_CHECKING:
     from mtexp.data.types import TaskSpec
@@ -304,10 +305,8 @@ def write_model(run_dir: Path, model: torch.nn.Module, metadata: dict[str, str] 
 
     `model.json` is written last, so a run directory that has it has the other two.
     """
-    from mtexp.checkpoint import save_model
-
     run_dir = Path(run_dir)
-    save_model(run_dir / MODEL_FILE, model, metadata)
+    save_weights(run_dir / MODEL_FILE, model, metadata)
     write_tokenizer(run_dir / TOKENIZER_DIR, model.encoder.tokenizer)
     atomic_write_json(run_dir / MODEL_CONFIG_FILE, model_config(model))
 
