@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-HEADLINE = ("accuracy", "macro_f1", "precision", "recall", "f1", "sentence_accuracy")
+# The metrics of each task that the end-of-run table shows, when the task has them.
+DISPLAYED = ("accuracy", "macro_f1", "precision", "recall", "f1", "sentence_accuracy")
 
 
 def metric_rows(metrics: Mapping[str, Any]) -> list[tuple[str, str, float | None, float | None]]:
@@ -15,7 +16,7 @@ def metric_rows(metrics: Mapping[str, Any]) -> list[tuple[str, str, float | None
     for task, values in test.items():
         if not isinstance(values, Mapping):
             continue
-        for name in HEADLINE:
+        for name in DISPLAYED:
             if name in values:
                 dev_value = metrics.get("dev", {}).get(task, {}).get(name)
                 rows.append((task, name, dev_value, values[name]))
