@@ -42,7 +42,7 @@ CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
 BEST = "best.pt"
 # TensorBoard event files of `logger=tensorboard`.
-TENSORBOARD_DIR = "tensorboard"
+TENSORBOARD_DIR = "tensorboard_logs"
 # Hydra's own record of the run: read when config.yaml, choices.yaml or overrides.yaml is missing.
 HYDRA_DIR = ".hydra"
 HYDRA_CONFIG_FILE = "hydra.yaml"

@@ -140,7 +140,7 @@ class Tracker(Callback):
 
 # ----- TensorBoard ------------------------------------------------------------------------------
 class TensorBoardTracker(Tracker):
-    """Event files in `<run>/tensorboard`: scalars, and the config as hparams of the same run, so
+    """Event files in `<run>/tensorboard_logs`: scalars, and the config as hparams of the same run, so
     that TensorBoard's HParams tab lists every run of `--logdir` with its config and metrics."""
 
     requirement = "tensorboard>=2.14,<3"
