@@ -3,16 +3,19 @@
 The `Trainer` calls every callback's hooks in list order: `on_fit_start` before the first epoch,
 `on_step_end` after each optimizer step, `on_epoch_end` after each epoch's history row is
 recorded, `on_fit_end` after the last epoch. A callback asks the loop to end by setting
-`trainer.should_stop`.
+`trainer.should_stop`. `on_run_end` comes from the run around the trainer (`finishing`): after the
+run directory's files are written, or after the run failed.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mtexp.config import EarlyStoppingConfig, RunConfig
+from mtexp.config import EarlyStoppingConfig, RunConfig, logger_names
 from mtexp.distributed import DistContext, barrier
 from mtexp.optim import group_learning_rates
 from mtexp.rundir import BEST, LAST, RunDir
@@ -36,6 +39,18 @@ class Callback:
     def on_fit_end(self, trainer: Trainer) -> None:
         """After the last epoch (or the one early stopping ended on)."""
 
+    def on_run_end(self, run_dir: RunDir, error: BaseException | None) -> None:
+        """After metrics.json is written (`error` None), or after the run failed with `error`."""
+
+
+def step_row(trainer: Trainer) -> dict[str, Any]:
+    """A steps.csv row: epoch (1-based), step, each task's last loss, each group's learning rate."""
+    state = trainer.state
+    row: dict[str, Any] = {"epoch": state.epoch + 1, "step": state.step}
+    row.update({f"train.{name}.loss": value for name, value in trainer.last_losses.items()})
+    row.update({f"lr.{name}": lr for name, lr in group_learning_rates(trainer.optimizer).items()})
+    return row
+
 
 class StepLogger(Callback):
     """Per-step losses and learning rates (`logger=csv`), kept in the state and written to steps.csv."""
@@ -44,13 +59,8 @@ class StepLogger(Callback):
         self.every_steps = every_steps
 
     def on_step_end(self, trainer: Trainer) -> None:
-        state = trainer.state
-        if state.step % self.every_steps:
-            return
-        row = {"epoch": state.epoch + 1, "step": state.step}
-        row.update({f"train.{name}.loss": value for name, value in trainer.last_losses.items()})
-        row.update({f"lr.{name}": lr for name, lr in group_learning_rates(trainer.optimizer).items()})
-        state.steps.append(row)
+        if trainer.state.step % self.every_steps == 0:
+            trainer.state.steps.append(step_row(trainer))
 
 
 class EarlyStopping(Callback):
@@ -130,10 +140,34 @@ def resume_source(resume: Any, run_dir: RunDir) -> RunDir | None:
 
 
 def default_callbacks(run: RunConfig, run_dir: RunDir, context: DistContext) -> list[Callback]:
-    """Step logging when `logger=csv`, then early stopping, then checkpoints (in that order)."""
+    """Step logging when `logger.name` has `csv`, then early stopping, then checkpoints, then the
+    experiment trackers it names (on the main process only). A tracker connects when it is made:
+    one that cannot be reached raises `TrackerError` here, before any data loads."""
+    names = logger_names(run.logger.name)
     callbacks: list[Callback] = []
-    if run.logger.name == "csv":
+    if "csv" in names:
         callbacks.append(StepLogger(run.logger.every_steps))
     callbacks.append(EarlyStopping(run.trainer.early_stopping))
     callbacks.append(Checkpointing(run_dir, context, resume_source(run.trainer.resume, run_dir)))
+    if context.is_main and any(name in TRACKERS for name in names):
+        from mtexp.trackers import make_trackers
+
+        callbacks.extend(make_trackers(run, run_dir, names))
     return callbacks
+
+
+# logger.name parts that are experiment trackers (mtexp.trackers), not files of the run directory.
+TRACKERS = ("tensorboard", "mlflow")
+
+
+@contextmanager
+def finishing(callbacks: Sequence[Callback], run_dir: RunDir) -> Iterator[None]:
+    """Calls every callback's `on_run_end` after the block: with the error when it raised."""
+    try:
+        yield
+    except BaseException as error:
+        for callback in callbacks:
+            callback.on_run_end(run_dir, error)
+        raise
+    for callback in callbacks:
+        callback.on_run_end(run_dir, None)

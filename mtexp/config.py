@@ -20,7 +20,8 @@ from mtexp.tasks import HEAD_ALIASES
 
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
-LOGGERS = ("none", "csv")
+# csv: steps.csv in the run directory; tensorboard and mlflow: experiment trackers (mtexp.trackers).
+LOGGERS = ("none", "csv", "tensorboard", "mlflow")
 
 
 class ConfigError(ValueError):
@@ -120,12 +121,26 @@ class TrainerConfig:
 
 @dataclass
 class LoggerConfig:
+    """Per-step records and experiment trackers; `name` may join several with `+`, e.g. `csv+mlflow`."""
+
     name: str = "none"
     every_steps: int = 10
+    # mlflow: null tracks into sqlite:///<output root>/mlflow.db, unless MLFLOW_TRACKING_URI is set
+    tracking_uri: str | None = None
+    experiment: str = "mtexp"
 
     def __post_init__(self) -> None:
-        _require(self.name in LOGGERS, "logger.name", f"one of {LOGGERS}", self.name)
+        names = logger_names(self.name)
+        expected = f"one of {LOGGERS}, or several joined by '+'"
+        _require(bool(names) and all(n in LOGGERS for n in names), "logger.name", expected, self.name)
+        _require(names == ("none",) or "none" not in names, "logger.name", "none alone", self.name)
         _require(self.every_steps >= 1, "logger.every_steps", ">= 1", self.every_steps)
+        _require(bool(self.experiment), "logger.experiment", "a non-empty name", self.experiment)
+
+
+def logger_names(name: str) -> tuple[str, ...]:
+    """`logger.name` as its parts: `"csv+mlflow"` -> `("csv", "mlflow")`."""
+    return tuple(part.strip() for part in str(name).split("+") if part.strip())
 
 
 @dataclass

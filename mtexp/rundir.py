@@ -44,14 +44,16 @@ TOKENIZER_DIR = "tokenizer"
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
 BEST = "best.pt"
+# TensorBoard event files of `logger=tensorboard`.
+TENSORBOARD_DIR = "tensorboard_logs"
 # Hydra's own record of the run: read when config.yaml, choices.yaml or overrides.yaml is missing.
 HYDRA_DIR = ".hydra"
 HYDRA_CONFIG_FILE = "hydra.yaml"
 # Any of these makes a folder a run directory.
 RUN_MARKERS = (STATUS_FILE, METRICS_FILE, HYDRA_DIR)
-# Left out of a published copy: weights, tokenizer and checkpoints (large), Hydra's folder and logs
-# (local paths).
-UNPUBLISHED = (CHECKPOINT_DIR, MODEL_FILE, TOKENIZER_DIR, HYDRA_DIR, "*.log")
+# Left out of a published copy: weights, tokenizer and checkpoints (large), Hydra's folder, logs and
+# event files (local paths, host names).
+UNPUBLISHED = (CHECKPOINT_DIR, MODEL_FILE, TOKENIZER_DIR, HYDRA_DIR, "*.log", TENSORBOARD_DIR)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

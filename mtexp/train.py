@@ -20,6 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mtexp.build import build_model, build_run_features, load_data_checked, pick_device
+from mtexp.callbacks import default_callbacks, finishing
 from mtexp.config import RunConfig, validate
 from mtexp.distributed import (
     DistContext,
@@ -31,6 +32,7 @@ from mtexp.distributed import (
 )
 from mtexp.measure import Pretrained, run_metrics
 from mtexp.model import MultiTaskModel
+from mtexp.progress import library_progress, progress_mode
 from mtexp.resources import reuse_freed_memory
 from mtexp.rundir import RunDir, now_iso, write_model
 from mtexp.summary import format_metrics_table
@@ -73,24 +75,27 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
 
 def train_and_evaluate(run: RunConfig, run_dir: RunDir, device: torch.device,
                        context: DistContext) -> dict[str, Any]:
-    """Build, train, measure; rank 0 writes the run's files."""
+    """Build, train, measure; rank 0 writes the run's files and reports to the trackers."""
     if run.trainer.threads:
         torch.set_num_threads(run.trainer.threads)
     if device.type == "cpu":
         reuse_freed_memory()
     if context.is_main:
         run_dir.write_environment(device, context.world_size)
-    data = load_data_checked(run)
-    model = build_model(run, data).to(device)
-    features = build_run_features(run, data, model.encoder.tokenizer)
-    if context.is_main:
-        run_dir.write_labels(data.tasks)
-    pretrained = Pretrained.capture(run, model.encoder)
-    trainer = Trainer(run, model, data, features, device, run_dir, context)
-    result = trainer.fit()
-    metrics = run_metrics(run, data, features, trainer.runner, result, pretrained, context.world_size)
-    if context.is_main:
-        write_outputs(run_dir, run, model, result, metrics)
+    callbacks = default_callbacks(run, run_dir, context)  # trackers connect here, before any data
+    progress = progress_mode(run.trainer.progress and context.is_main)
+    with finishing(callbacks, run_dir), library_progress(progress):
+        data = load_data_checked(run)
+        model = build_model(run, data).to(device)
+        features = build_run_features(run, data, model.encoder.tokenizer)
+        if context.is_main:
+            run_dir.write_labels(data.tasks)
+        pretrained = Pretrained.capture(run, model.encoder)
+        trainer = Trainer(run, model, data, features, device, run_dir, context, callbacks)
+        result = trainer.fit()
+        metrics = run_metrics(run, data, features, trainer.runner, result, pretrained, context.world_size)
+        if context.is_main:
+            write_outputs(run_dir, run, model, result, metrics)
     return metrics
 
 

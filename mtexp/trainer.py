@@ -6,21 +6,21 @@ stopping and checkpoints (resume included) in `mtexp.callbacks`.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from mtexp.callbacks import Callback, default_callbacks
 from mtexp.checkpoint import rng_state, set_rng_state
 from mtexp.config import RunConfig, TrainerConfig
-from mtexp.data import MultiTaskData
+from mtexp.data import MultiTaskData, batching
 from mtexp.data.batching import TrainBatches, train_batches
 from mtexp.data.types import Corpus
 from mtexp.distributed import DistContext, average_gradients, shard_batch
@@ -28,6 +28,7 @@ from mtexp.evaluate import evaluate_split
 from mtexp.feature_cache import FeatureCache
 from mtexp.model import ModelOutput, MultiTaskModel
 from mtexp.optim import LRSchedule, group_learning_rates
+from mtexp.progress import Progress, progress_mode
 from mtexp.resources import PeakMemory
 from mtexp.rundir import RunDir, flatten
 from mtexp.thawing import Thawing
@@ -74,6 +75,17 @@ def to_device(batch: Batch, device: torch.device) -> dict[str, Any]:
     return moved
 
 
+@contextmanager
+def silenced(logger: logging.Logger) -> Iterator[None]:
+    """`logger` drops its records inside the block."""
+    was_disabled = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = was_disabled
+
+
 class BatchRunner:
     """Batches for training and evaluation, and the forward pass under the run's precision,
     through the frozen-feature cache once it is built."""
@@ -106,7 +118,9 @@ class BatchRunner:
 
     def total_steps(self) -> int:
         """Optimizer steps over the whole run: the schedule's length."""
-        per_epoch = max(math.ceil(len(self.epoch_batches(0)) / self.cfg.grad_accumulation), 1)
+        with silenced(batching.log):  # only counted here: an epoch's plan is logged when it trains
+            planned = len(self.epoch_batches(0))
+        per_epoch = max(math.ceil(planned / self.cfg.grad_accumulation), 1)
         return per_epoch * self.cfg.epochs
 
     def batches_for(
@@ -189,6 +203,7 @@ class Trainer:
         self.params_trainable = 0
         self.last_losses: dict[str, float] = {}
         self.should_stop = False
+        self.progress = Progress(progress_mode(self.cfg.progress and self.context.is_main), self.cfg.epochs)
 
     # ----- the loop -----------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -231,12 +246,11 @@ class Trainer:
         """One pass over an epoch's batches; returns each task's mean loss."""
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
-        show = self.cfg.progress and self.context.is_main
-        progress = tqdm(batches, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", disable=not show,
-                        unit="batch", leave=False)
+        progress = self.progress.epoch(epoch, len(batches))
         accumulated = 0
-        for global_batch in progress:
-            self.state.samples_seen += int(global_batch["input_ids"].shape[0])
+        for global_batch in batches:
+            samples = int(global_batch["input_ids"].shape[0])
+            self.state.samples_seen += samples
             output = self.runner.forward(shard_batch(global_batch, self.context))
             (output.loss / self.cfg.grad_accumulation).backward()
             accumulated += 1
@@ -247,8 +261,10 @@ class Trainer:
             if accumulated == self.cfg.grad_accumulation:
                 self.optimizer_step()
                 accumulated = 0
+            progress.advance(samples)
         if accumulated:
             self.optimizer_step()
+        progress.close()
         return {name: sums[name] / counts[name] for name in sums}
 
     def optimizer_step(self) -> None:
