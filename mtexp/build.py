@@ -65,7 +65,8 @@ def build_model(run: RunConfig, data: MultiTaskData) -> MultiTaskModel:
     model = MultiTaskModel(
         encoder, data.tasks, run.model.head_hidden, run.model.head_dropout, run.model.loss_weights
     )
-    with torch.random.fork_rng(devices=[]):  # training draws the same random numbers as without it
+    # The scenario's draws (e.g. adapter initialisation) leave the run's random stream as it was.
+    with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(run.seed)
         run.freezing.scenario.prepare(model)
     return model
