@@ -57,10 +57,16 @@ def build_encoder(run: RunConfig) -> SentenceEncoder:
 
 
 def build_model(run: RunConfig, data: MultiTaskData) -> MultiTaskModel:
-    """The encoder and one head per task, initialised from the run's seed."""
+    """The encoder and one head per task, initialised from the run's seed, then prepared by the
+    freezing scenario (e.g. adapters added) from a random stream of its own."""
     seed_everything(run.seed)
     encoder = build_encoder(run)
     seed_everything(run.seed)
-    return MultiTaskModel(
+    model = MultiTaskModel(
         encoder, data.tasks, run.model.head_hidden, run.model.head_dropout, run.model.loss_weights
     )
+    # The scenario's draws (e.g. adapter initialisation) leave the run's random stream as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(run.seed)
+        run.freezing.scenario.prepare(model)
+    return model

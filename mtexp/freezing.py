@@ -5,6 +5,7 @@ The scenarios themselves (which parts train when) are classes in `mtexp.scenario
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -24,7 +25,11 @@ class FreezingConfig:
     `name` is a registered scenario (`mtexp.scenarios`). `head` names the frozen head of a
     frozen-head scenario: a task name, or "A" / "B" for the first sequence / first token task.
     `k` is the number of bottom layers frozen (with the embeddings) for `partial`;
-    `unfreeze_every` is the thaw interval in epochs for `gradual`.
+    `unfreeze_every` is the thaw interval in epochs for `gradual`. `layer_norm` also trains the
+    encoder's LayerNorm weights under `bitfit`. For `lora`: the adapters' `rank`, scale `alpha`
+    (the update is `alpha / rank * B A`), `dropout` on their input, `target_modules` (module
+    names of the backbone, matched as peft matches them: the name or its last dotted
+    components), and `feed_forward` to adapt every layer's feed-forward projections too.
     """
 
     name: str = "none"
@@ -32,6 +37,12 @@ class FreezingConfig:
     k: int = 0
     unfreeze_every: int = 1
     frozen_modules_eval: bool = True
+    layer_norm: bool = False
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.1
+    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
+    feed_forward: bool = False
 
     def __post_init__(self) -> None:
         if self.name not in SCENARIOS:
@@ -40,7 +51,23 @@ class FreezingConfig:
             raise ValueError(f"freezing.k must be >= 0, got {self.k}")
         if self.unfreeze_every < 1:
             raise ValueError(f"freezing.unfreeze_every must be >= 1, got {self.unfreeze_every}")
+        self._check_adapter_options()
         SCENARIOS[self.name].check(self)
+
+    def _check_adapter_options(self) -> None:
+        if self.rank < 1:
+            raise ValueError(f"freezing.rank must be >= 1, got {self.rank}")
+        if not self.alpha > 0:
+            raise ValueError(f"freezing.alpha must be > 0, got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"freezing.dropout must be in [0, 1), got {self.dropout}")
+        targets = self.target_modules
+        valid = not isinstance(targets, str) and all(isinstance(t, str) and t for t in targets)
+        if not (valid and targets):
+            raise ValueError(
+                f"freezing.target_modules must be a non-empty list of module names, got {targets!r}"
+            )
+        self.target_modules = list(targets)
 
     @property
     def scenario(self) -> Scenario:
@@ -50,7 +77,8 @@ class FreezingConfig:
 
 @dataclass
 class FreezeState:
-    """What `apply_freezing` left trainable."""
+    """What `apply_freezing` left trainable: the parts with a trainable parameter, the parts
+    without, and the parameter counts."""
 
     trainable: set[Part] = field(default_factory=set)
     frozen: set[Part] = field(default_factory=set)
@@ -66,16 +94,34 @@ def trainable_parts(model: MultiTaskModel, cfg: FreezingConfig, epoch: int = 0) 
 
 
 def apply_freezing(model: MultiTaskModel, cfg: FreezingConfig, epoch: int = 0) -> FreezeState:
-    """Set `requires_grad` on every parameter per `cfg` at `epoch`; return what trains."""
+    """Set `requires_grad` on every parameter per `cfg` at `epoch`; return what trains.
+
+    A parameter trains when `trainable` chose its part and the scenario's `trains_parameter`
+    keeps it (every parameter of a chosen part, unless the scenario selects within parts).
+    """
     parts = model.parameter_parts()
     chosen = trainable_parts(model, cfg, epoch)
-    state = FreezeState(trainable=set(chosen), frozen=set(parts.values()) - chosen)
-    for name, param in model.named_parameters():
-        param.requires_grad_(parts[name] in chosen)
+    scenario = cfg.scenario
+    state = FreezeState()
+    for name, param, module in _parameters_with_modules(model):
+        part = parts[name]
+        param.requires_grad_(part in chosen and scenario.trains_parameter(name, part, module))
         state.params_total += param.numel()
         if param.requires_grad:
             state.params_trainable += param.numel()
+            state.trainable.add(part)
+    state.frozen = set(parts.values()) - state.trainable
     return state
+
+
+def _parameters_with_modules(model: nn.Module) -> Iterator[tuple[str, nn.Parameter, nn.Module]]:
+    """`model.named_parameters()`, each with the module that holds it."""
+    holders: dict[int, nn.Module] = {}
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            holders.setdefault(id(param), module)
+    for name, param in model.named_parameters():
+        yield name, param, holders[id(param)]
 
 
 def _fully_frozen(module: nn.Module) -> bool:

@@ -94,11 +94,16 @@ def _head_overrides(model: MultiTaskModel, cfg: OptimConfig) -> dict[str, float]
     return overrides
 
 
+def is_norm_layer(module: nn.Module) -> bool:
+    """A normalisation layer (LayerNorm, GroupNorm, RMSNorm, or a backbone's own *LayerNorm)."""
+    return isinstance(module, NORM_TYPES) or type(module).__name__.endswith(("LayerNorm", "RMSNorm"))
+
+
 def no_decay_names(model: nn.Module) -> set[str]:
     """Parameters exempt from weight decay: biases and normalisation-layer weights."""
     names = set()
     for module_name, module in model.named_modules():
-        is_norm = isinstance(module, NORM_TYPES) or type(module).__name__.endswith(("LayerNorm", "RMSNorm"))
+        is_norm = is_norm_layer(module)
         for param_name, _ in module.named_parameters(recurse=False):
             if is_norm or param_name == "bias":
                 names.add(f"{module_name}.{param_name}" if module_name else param_name)

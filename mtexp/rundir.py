@@ -23,7 +23,7 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from mtexp.io import atomic_save, atomic_write_json, atomic_write_text
+from mtexp.io import atomic_save, atomic_save_folder, atomic_write_json, atomic_write_text
 from mtexp.weights import save_weights
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ MODEL_FILE = "model.safetensors"
 MODEL_CONFIG_FILE = "model.json"
 TOKENIZER_DIR = "tokenizer"
 CHECKPOINT_DIR = "checkpoints"
+ADAPTER_DIR = "adapter"  # `freezing=lora`: the unmerged adapters in peft's format
 LAST = "last.pt"
 BEST = "best.pt"
 # TensorBoard event files of `logger=tensorboard`.
@@ -51,9 +52,9 @@ HYDRA_DIR = ".hydra"
 HYDRA_CONFIG_FILE = "hydra.yaml"
 # Any of these makes a folder a run directory.
 RUN_MARKERS = (STATUS_FILE, METRICS_FILE, HYDRA_DIR)
-# Left out of a published copy: weights, tokenizer and checkpoints (large), Hydra's folder, logs and
-# event files (local paths, host names).
-UNPUBLISHED = (CHECKPOINT_DIR, MODEL_FILE, TOKENIZER_DIR, HYDRA_DIR, "*.log", TENSORBOARD_DIR)
+# Left out of a published copy: weights (adapters too), tokenizer and checkpoints (large), Hydra's
+# folder, logs and event files (local paths, host names).
+UNPUBLISHED = (CHECKPOINT_DIR, MODEL_FILE, ADAPTER_DIR, TOKENIZER_DIR, HYDRA_DIR, "*.log", TENSORBOARD_DIR)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -315,19 +316,7 @@ def write_model(run_dir: Path, model: torch.nn.Module, metadata: dict[str, str] 
 
 def write_tokenizer(folder: Path, tokenizer: Any) -> None:
     """`tokenizer.save_pretrained` into a temporary folder that then replaces `folder`."""
-    import shutil
-    import tempfile
-
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
-    try:
-        tokenizer.save_pretrained(str(temp))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(temp, folder)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
+    atomic_save_folder(folder, lambda temp: tokenizer.save_pretrained(str(temp)))
 
 
 def read_model_config(run_dir: str | Path) -> dict[str, Any]:

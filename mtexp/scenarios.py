@@ -16,7 +16,12 @@ from mtexp.parts import EMBEDDINGS, ENCODER_OTHER, Part
 from mtexp.tasks import HEAD_ALIASES, resolve_head
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from torch import nn
+
     from mtexp.freezing import FreezingConfig
+    from mtexp.model import MultiTaskModel
 
 GROUP = "freezing"  # the config group, and the run-table column, whose options are the scenarios
 SCENARIOS: dict[str, type[Scenario]] = {}
@@ -42,6 +47,19 @@ class Scenario:
         """The parts among `parts` that train at `epoch` (0-based); `kinds` maps each task to
         its kind, in task order."""
         raise NotImplementedError
+
+    def trains_parameter(self, name: str, part: Part, module: nn.Module) -> bool:
+        """Whether parameter `name` of a part that `trainable` chose trains; `module` is the
+        module that holds it. All of a chosen part trains unless a scenario says otherwise."""
+        return True
+
+    def prepare(self, model: MultiTaskModel) -> None:
+        """Change the model as the scenario needs (e.g. add adapters): called once when the
+        model is built, before the optimizer and before a resumed run loads its checkpoint."""
+
+    def finish(self, model: MultiTaskModel, run_dir: Path | None) -> None:
+        """Called once after training (best epoch restored), before evaluation, drift and
+        saving; `run_dir` is None where this process writes no files."""
 
 
 def register(cls: type[Scenario]) -> type[Scenario]:
@@ -193,3 +211,52 @@ def frozen_head(name: str) -> str | None:
     scenario that freezes no head or an unknown name."""
     scenario = SCENARIOS.get(name)
     return scenario.head if scenario is not None and issubclass(scenario, FrozenHead) else None
+
+
+@register
+class BitFit(Scenario):
+    """BitFit (Ben Zaken et al., 2022): of the encoder only the bias terms train (those of the
+    LayerNorms included), and with `freezing.layer_norm` every LayerNorm parameter; the heads
+    train in full."""
+
+    name = "bitfit"
+    lr_range: ClassVar[tuple[float, float]] = (1e-4, 1e-2)
+
+    def trainable(self, parts: Collection[Part], kinds: Mapping[str, str], epoch: int) -> set[Part]:
+        return set(parts)
+
+    def trains_parameter(self, name: str, part: Part, module: nn.Module) -> bool:
+        from mtexp.optim import is_norm_layer
+
+        if not part.in_encoder:
+            return True
+        return name.rpartition(".")[2] == "bias" or (self.cfg.layer_norm and is_norm_layer(module))
+
+
+@register
+class LoRA(Scenario):
+    """Low-rank adapters (Hu et al., 2022) on the encoder's `freezing.target_modules` (and its
+    feed-forward projections with `freezing.feed_forward`) train, the base weights stay frozen;
+    the heads train in full. After training the adapters are saved in the run directory and
+    merged into the encoder (`mtexp.adapters`)."""
+
+    name = "lora"
+    lr_range: ClassVar[tuple[float, float]] = (1e-4, 1e-2)
+
+    def trainable(self, parts: Collection[Part], kinds: Mapping[str, str], epoch: int) -> set[Part]:
+        return set(parts)
+
+    def trains_parameter(self, name: str, part: Part, module: nn.Module) -> bool:
+        from mtexp.adapters import is_adapter_parameter
+
+        return not part.in_encoder or is_adapter_parameter(name)
+
+    def prepare(self, model: MultiTaskModel) -> None:
+        from mtexp.adapters import add_adapters
+
+        add_adapters(model, self.cfg)
+
+    def finish(self, model: MultiTaskModel, run_dir: Path | None) -> None:
+        from mtexp.adapters import save_and_merge_adapters
+
+        save_and_merge_adapters(model, run_dir)

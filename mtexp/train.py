@@ -93,6 +93,7 @@ def train_and_evaluate(run: RunConfig, run_dir: RunDir, device: torch.device,
         pretrained = Pretrained.capture(run, model.encoder)
         trainer = Trainer(run, model, data, features, device, run_dir, context, callbacks)
         result = trainer.fit()
+        run.freezing.scenario.finish(model, run_dir.path if context.is_main else None)
         metrics = run_metrics(run, data, features, trainer.runner, result, pretrained, context.world_size)
         if context.is_main:
             write_outputs(run_dir, run, model, result, metrics)

@@ -234,7 +234,8 @@ def test_config_validation_and_presets():
 
 
 def test_registry_order_and_legacy_name():
-    order = ("none", "all", "backbone", "partial", "gradual", "head_a", "head_b", "one_head")
+    order = ("none", "all", "backbone", "partial", "gradual", "head_a", "head_b", "one_head",
+             "bitfit", "lora")
     assert scenario_names() == order
     assert [name for name, s in REGISTRY.items() if s.reference] == ["none"]
     assert [name for name, s in REGISTRY.items() if s.legacy] == ["one_head"]

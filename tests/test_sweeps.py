@@ -141,7 +141,7 @@ def test_sweep_dir_names_preset_data_and_time(name: str) -> None:
 
 def test_command_line_sweep_replaces_preset_values() -> None:
     jobs = expand("freezing", ["seed=0,1,2,3,4"])
-    assert len(jobs) == 7 * 5
+    assert len(jobs) == 9 * 5
     assert len(expand("freezing", ["freezing=none,backbone"])) == 2 * 3
 
 
