@@ -35,9 +35,12 @@ from mtexp.verdicts import (
     MISSING,
     NOT_MEASURABLE,
     NOT_MEASURED,
+    SPREAD_FACTOR,
     SPREAD_RULE,
+    ZERO_VARIANCE,
     Decision,
     Estimate,
+    MetricRule,
     Part,
     chance_level,
     combine,
@@ -158,10 +161,10 @@ def _at_chance(metric: str, runs: pd.DataFrame, means: tuple[float, float]) -> f
 
 
 def _row(check: Check, metric: str, variant: Variant, reference: str, kind: str, est: Estimate,
-         means: tuple[float, float], used: pd.DataFrame) -> dict:
+         means: tuple[float, float], used: pd.DataFrame, rule: MetricRule | None = None) -> dict:
     """One evidence row: the estimate, its minimum effect and the decision (or the role)."""
     ref_mean, treat_mean = means
-    rule = rule_for(metric)
+    rule = rule or rule_for(metric)
     minimum = rule.minimum * abs(ref_mean) if rule.relative else rule.minimum
     role = variant.role or check.role
     decision = Decision(role, check.construction) if role != CLAIM else decide(
@@ -198,7 +201,8 @@ def _spread(check: Check, metric: str, variant: Variant, ref: pd.DataFrame, refe
     r = ref[metric].dropna().to_numpy(float)
     n = min(len(t), len(r))
     std = lambda x: float(np.std(x, ddof=1)) if len(x) > 1 else math.nan  # noqa: E731
-    ratio = (std(t) / std(r)) ** 2 if n >= 2 and std(r) > 0 else math.nan
+    varies = lambda x: std(x) > ZERO_VARIANCE * max(abs(float(np.mean(x))), 1e-6)  # noqa: E731
+    ratio = (std(t) / std(r)) ** 2 if n >= 2 and varies(t) and varies(r) else math.nan
     if ratio > 0:
         dft, dfr = len(t) - 1, len(r) - 1
         est = Estimate(0.5 * math.log(ratio), 0.5 * math.log(ratio / stats.f.ppf(0.975, dft, dfr)),
@@ -206,14 +210,11 @@ def _spread(check: Check, metric: str, variant: Variant, ref: pd.DataFrame, refe
     else:
         est = Estimate(math.nan, math.nan, math.nan, n)
     row = _row(check, metric, variant, reference, "std ratio", est, (std(r), std(t)),
-               pd.concat([variant.runs, ref]))
-    if row["role"] == CLAIM:
-        decided = decide(est, check.direction, SPREAD_RULE, SPREAD_RULE.minimum) if ratio > 0 \
-            else Decision(NOT_MEASURABLE, "zero variance in one of the two groups") if n >= 2 \
-            else decide(est, check.direction, SPREAD_RULE, SPREAD_RULE.minimum)
-        row.update(verdict=decided.verdict, note=decided.note)
+               pd.concat([variant.runs, ref]), SPREAD_RULE)
+    if row["role"] == CLAIM and n >= 2 and not ratio > 0:
+        row.update(verdict=NOT_MEASURABLE, note="zero variance in one of the two groups")
     row.update(effect=math.exp(est.effect), ci_low=math.exp(est.low), ci_high=math.exp(est.high),
-               minimum=math.exp(SPREAD_RULE.minimum), relative=math.nan)
+               minimum=SPREAD_FACTOR, relative=math.nan)
     return row
 
 

@@ -332,3 +332,15 @@ def test_missing_runs_name_the_deciding_runs() -> None:
     res = claims(df)
     assert "mtexp-train -m optim=adamw,llrd,discriminative logger=csv seed=0,1,2" in res["L3"].missing
     assert all("sweeps/README.md" in r.missing for r in res.values() if r.verdict == MISSING)
+
+
+def test_seed_spread_needs_a_factor_and_variance_in_both_groups() -> None:
+    flat = runs("none", optim="adamw", test__intent__accuracy=(0.95, 0.95, 0.95))
+    df = runs_frame(flat + runs("none", optim="llrd", test__intent__accuracy=(0.90, 0.95, 0.85)))
+    spread = row(claims(df)["L3"], "test.intent.accuracy")
+    assert spread["verdict"] == NOT_MEASURABLE and "zero variance" in spread["note"]
+    df = runs_frame(runs("none", optim="adamw", test__intent__accuracy=(0.90, 0.95, 0.85))
+                    + runs("none", optim="llrd", test__intent__accuracy=(0.91, 0.95, 0.86)))
+    spread = row(claims(df)["L3"], "test.intent.accuracy")  # a ratio near 1: no factor of 1.5
+    assert spread["effect"] == pytest.approx(0.9, abs=0.1) and spread["verdict"] == INCONCLUSIVE
+    assert spread["minimum"] == 1.5
