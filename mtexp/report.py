@@ -10,20 +10,20 @@ import base64
 import datetime as dt
 import html
 import logging
-import math
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from mtexp.claims import RULE, ClaimResult, claims_overview, evaluate_claims
+from mtexp.claims import ClaimResult, claims_overview, evaluate_claims
+from mtexp.formatting import decimals, fmt
 from mtexp.io import atomic_write_bytes, atomic_write_text
 from mtexp.plots import PLOTS, group_label, make_plots, png_bytes
 from mtexp.results import (
@@ -33,31 +33,15 @@ from mtexp.results import (
     headline_metrics,
     load_histories,
     load_runs,
+    load_steps,
     summarize,
     varying_columns,
 )
 from mtexp.scenarios import GROUP
+from mtexp.verdicts import RULE_POINTS, rules_table
 
 log = logging.getLogger(__name__)
 Table = tuple[list[str], list[list[str]]]
-
-
-def decimals(x: float) -> int:
-    a = abs(x)
-    return 0 if a >= 1000 or a == 0 else 1 if a >= 10 else 3 if a > 1 else 4
-
-
-def fmt(x: Any, digits: int | None = None) -> str:
-    """Compact number: thousands separators for large values, 4 decimals for scores."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    if not isinstance(x, (int, float, np.number)):
-        return str(x)
-    if digits is None:
-        integral = isinstance(x, (int, np.integer)) or (abs(x) >= 10 and float(x).is_integer())
-        digits = 0 if integral else decimals(x)
-    text = f"{x:,.{digits}f}"
-    return text[1:] if text.startswith("-") and not text.strip("-0.,") else text  # no "-0.0000"
 
 
 def _cell(row: pd.Series, metric: str, n: int) -> str:
@@ -67,6 +51,14 @@ def _cell(row: pd.Series, metric: str, n: int) -> str:
     d = decimals(get("mean"))
     text = f"{fmt(get('mean'), d)} ± {fmt(get('std'), d)} [{fmt(get('ci_low'), d)}, {fmt(get('ci_high'), d)}]"
     return text if get("n") == n else f"{text} (n={int(get('n'))})"
+
+
+def _unconverged(row: pd.Series) -> str:
+    """Completed runs that recorded `converged: false`; 'unknown' where none recorded it."""
+    unknown, count = row.get("convergence_unknown", 0), row.get("unconverged", 0)
+    if pd.isna(unknown) or pd.isna(count) or (unknown and unknown == row["n"]):
+        return "unknown"
+    return f"{int(count)}" + (f" ({int(unknown)} unknown)" if unknown else "")
 
 
 def summary_tables(summary: pd.DataFrame, by: Sequence[str], metrics: Sequence[str]) -> dict[str, Table]:
@@ -81,9 +73,9 @@ def summary_tables(summary: pd.DataFrame, by: Sequence[str], metrics: Sequence[s
         cols = [m for m in cols if f"{m}{STAT_SEP}mean" in summary.columns]
         if not cols:
             continue
-        header = ["group", "n", "failed", "running", *cols]
+        header = ["group", "n", "failed", "running", "unconverged", *cols]
         rows = [[group_label([r[b] for b in by], by), str(r["n"]), str(r["failed"]), str(r["running"]),
-                 *(_cell(r, m, r["n"]) for m in cols)] for _, r in summary.iterrows()]
+                 _unconverged(r), *(_cell(r, m, r["n"]) for m in cols)] for _, r in summary.iterrows()]
         tables[title] = (header, rows)
     return tables
 
@@ -100,22 +92,31 @@ def html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _minimum(e: pd.Series) -> str:
+    if e["effect_kind"] == "std ratio":
+        return f"x{e['minimum']:g}"
+    if pd.isna(e["minimum"]):
+        return "–"
+    return f"margin {fmt(e['minimum'])}" if e["direction"] == "not_lower" else f"±{fmt(e['minimum'])}"
+
+
 def evidence_table(res: ClaimResult) -> Table:
     header = ["check", "scenario", "reference", "kind", "n", "reference value", "scenario value",
-              "effect [95% CI]", "relative", "verdict"]
+              "effect [95% CI]", "minimum effect", "relative", "unconverged", "verdict", "note"]
     rows = []
     for _, e in res.evidence.iterrows():
         effect = f"{fmt(e['effect'])} [{fmt(e['ci_low'])}, {fmt(e['ci_high'])}]"
         rel = "–" if pd.isna(e["relative"]) else f"{100 * e['relative']:+.1f}%"
         rows.append([f"{e['check']} ({e['metric']})", e["treatment"], e["reference"], e["effect_kind"],
-                     str(e["n"]), fmt(e["reference_mean"]), fmt(e["treatment_mean"]), effect, rel,
-                     e["verdict"]])
+                     str(e["n"]), fmt(e["reference_mean"]), fmt(e["treatment_mean"]), effect,
+                     _minimum(e), rel, e["unconverged"], e["verdict"], e["note"] or "–"])
     return header, rows
 
 
 def _claim_lines(res: ClaimResult) -> list[tuple[str, str]]:
     spec = res.spec
     lines = [("Claim", spec.text)]
+    lines += [("Verdict by part", "; ".join(map(str, res.parts)))] if res.parts else []
     lines += [("Note", spec.note)] if spec.note else []
     lines += [("Runs that would decide it", res.missing)] if res.missing else []
     lines += [("Not recorded", "; ".join(dict.fromkeys(res.notes)))] if res.notes else []
@@ -125,13 +126,20 @@ def _claim_lines(res: ClaimResult) -> list[tuple[str, str]]:
 
 @dataclass(frozen=True)
 class Markup:
-    """How the claims render in one format: tables, claim headings, labelled paragraphs (claim
-    texts use Markdown bold), and what follows each block."""
+    """How the claims render in one format: tables, claim headings, labelled paragraphs and
+    bullet lists (texts use Markdown bold and code), and what follows each block."""
 
     table: Callable[[Sequence[str], Sequence[Sequence[str]]], str]
     heading: Callable[[ClaimResult], str]
     paragraph: Callable[[str, str], str]
+    bullets: Callable[[Sequence[str]], str]
     gap: tuple[str, ...]
+
+
+def inline_html(text: str) -> str:
+    """Escaped HTML with Markdown's **bold** and `code`."""
+    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(text))
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
 
 
 def _html_heading(res: ClaimResult) -> str:
@@ -141,15 +149,23 @@ def _html_heading(res: ClaimResult) -> str:
 
 
 MARKDOWN = Markup(md_table, lambda res: f"## {res.spec.id}: {res.spec.scenario} — {res.verdict}",
-                  lambda label, text: f"**{label}.** {text}\n", ("",))
+                  lambda label, text: f"**{label}.** {text}\n",
+                  lambda items: "\n".join(f"- {item}" for item in items) + "\n", ("",))
 HTML = Markup(html_table, _html_heading,
-              lambda label, text: f"<p><b>{label}.</b> {html.escape(text.replace('**', ''))}</p>", ())
+              lambda label, text: f"<p><b>{label}.</b> {inline_html(text)}</p>",
+              lambda items: "<ul>" + "".join(f"<li>{inline_html(i)}</li>" for i in items) + "</ul>",
+              ())
 
 
 def render_claims(results: list[ClaimResult], markup: Markup) -> str:
-    """The rule, the overview table, and per claim its verdict, texts and evidence."""
+    """The rule with its minimum effects, the overview table, and per claim its verdict, parts,
+    texts and evidence."""
     overview = claims_overview(results)
-    parts = [markup.paragraph("Rule", RULE),
+    parts = [markup.paragraph("Rule", "How each verdict below is reached:"),
+             markup.bullets(RULE_POINTS),
+             markup.paragraph("Minimum effects and chance levels", "One row per family of metric "
+                              "columns; the first matching row applies."),
+             markup.table(*rules_table()), *markup.gap,
              markup.table(list(overview.columns), overview.astype(str).to_numpy().tolist()), *markup.gap]
     for res in results:
         parts += [markup.heading(res), *markup.gap]
@@ -182,7 +198,7 @@ def run_issues(df: pd.DataFrame, root: Path) -> Table:
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}
 th{background:#f3f3f3}img{max-width:100%}.supported{color:#176d1b}.contradicted{color:#b3261e}
-.inconclusive{color:#8a6d00}figcaption{font-size:13px;color:#444}"""
+.inconclusive{color:#8a6d00}.mixed{color:#a14d00}.not{color:#555}figcaption{font-size:13px;color:#444}"""
 
 
 def render_html(meta: list[str], tables: dict[str, Table], issues: Table,
@@ -215,45 +231,70 @@ def choose_by(df: pd.DataFrame, by: Sequence[str] | None) -> list[str]:
     return [GROUP] if GROUP in df.columns else group_columns_of(df)[:1]
 
 
-def build_report(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str] | None = None,
-                 by: Sequence[str] | None = None, metrics: Sequence[str] | None = None) -> dict[str, Path]:
-    """Write summary.csv/.md, claims.md, the PNG plots and report.html; return them by name."""
+@dataclass
+class Report:
+    """What a report shows, before any of it is drawn or written."""
+
+    runs: pd.DataFrame
+    histories: pd.DataFrame
+    by: list[str]
+    summary: pd.DataFrame
+    tables: dict[str, Table]
+    results: list[ClaimResult]
+    meta: list[str]
+    issues: Table
+
+    def summary_markdown(self) -> str:
+        legend = ("Cells: mean ± std [95% t-interval over seeds]; n = completed runs; unconverged "
+                  "= completed runs whose metrics.json records `converged: false` ('unknown': runs "
+                  "that predate the record).")
+        md = ["# Summary", "", *self.meta, "", legend, ""]
+        for title, table in self.tables.items():
+            md += [f"## {title}", "", md_table(*table), ""]
+        if self.issues[1]:
+            md += ["## Runs not aggregated or with problems", "", md_table(*self.issues), ""]
+        return "\n".join(md)
+
+
+def prepare_report(paths: Sequence[str | os.PathLike[str]], by: Sequence[str] | None = None,
+                   metrics: Sequence[str] | None = None) -> Report:
+    """Load the runs under `paths`, summarise them and evaluate the claims."""
     paths = [Path(p) for p in paths]
-    out = Path(out) if out else paths[0] / "report"
-    df, hist = load_runs(*paths), load_histories(*paths)
+    df, hist, steps = load_runs(*paths), load_histories(*paths), load_steps(*paths)
     if df.empty:
         raise ValueError(f"no run directories under {', '.join(map(str, paths))}")
     by = choose_by(df, by)
     metrics = list(metrics) if metrics else default_metrics(df)
     summary = summarize(df, by=by, metrics=metrics)
-    results = evaluate_claims(df, hist)
-    tables = summary_tables(summary, by, metrics)
-    figures = make_plots(df, hist, by)
-    pngs = {name: png_bytes(fig) for name, fig in figures.items()}
     counts = ", ".join(f"{k}: {v}" for k, v in df["status"].value_counts().items())
     meta = [f"Runs: {len(df)} ({counts}) from {', '.join(map(str, paths))}.",
             f"Grouped by {', '.join(by)}; headline metrics: {', '.join(headline_metrics(df)) or '-'}.",
             f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC} by mtexp-report."]
-    issues = run_issues(df, paths[0])
-    legend = "Cells: mean ± std [95% t-interval over seeds]; n = completed runs."
     if (summary["n"] > summary["seeds"]).any():
         meta.append("Some groups hold several completed runs with the same seed (e.g. one "
                     "configuration in two sweeps); their intervals treat those runs as independent.")
-    md = ["# Summary", "", *meta, "", legend, ""]
-    for title, table in tables.items():
-        md += [f"## {title}", "", md_table(*table), ""]
-    if issues[1]:
-        md += ["## Runs not aggregated or with problems", "", md_table(*issues), ""]
+    return Report(df, hist, by, summary, summary_tables(summary, by, metrics),
+                  evaluate_claims(df, hist, steps=steps), meta, run_issues(df, paths[0]))
+
+
+def build_report(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str] | None = None,
+                 by: Sequence[str] | None = None, metrics: Sequence[str] | None = None) -> dict[str, Path]:
+    """Write summary.csv/.md, claims.md, the PNG plots and report.html; return them by name."""
+    out = Path(out) if out else Path(paths[0]) / "report"
+    report = prepare_report(paths, by, metrics)
+    figures = make_plots(report.runs, report.histories, report.by)
+    pngs = {name: png_bytes(fig) for name, fig in figures.items()}
     written = {"summary.csv": out / "summary.csv", "summary.md": out / "summary.md",
                "claims.md": out / "claims.md", "report.html": out / "report.html"}
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(written["summary.csv"], summary.to_csv(index=False))
-    atomic_write_text(written["summary.md"], "\n".join(md))
-    atomic_write_text(written["claims.md"], claims_markdown(results))
+    atomic_write_text(written["summary.csv"], report.summary.to_csv(index=False))
+    atomic_write_text(written["summary.md"], report.summary_markdown())
+    atomic_write_text(written["claims.md"], claims_markdown(report.results))
     for name, data in pngs.items():
         written[f"{name}.png"] = out / f"{name}.png"
         atomic_write_bytes(written[f"{name}.png"], data)
-    atomic_write_text(written["report.html"], render_html(meta, tables, issues, pngs, results))
+    html_page = render_html(report.meta, report.tables, report.issues, pngs, report.results)
+    atomic_write_text(written["report.html"], html_page)
     return written
 
 
@@ -270,12 +311,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def split_option(items: Sequence[str] | None) -> list[str] | None:
+    """`--by a,b --by c` as ["a", "b", "c"]; None when not given."""
+    return [x for item in items or [] for x in item.split(",") if x] or None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    split = lambda items: [x for item in items or [] for x in item.split(",") if x]  # noqa: E731
     try:
-        written = build_report(args.sweep_dirs, out=args.out, by=split(args.by) or None,
-                               metrics=split(args.metrics) or None)
+        written = build_report(args.sweep_dirs, out=args.out, by=split_option(args.by),
+                               metrics=split_option(args.metrics))
     except (FileNotFoundError, ValueError, KeyError) as err:
         print(f"mtexp-report: {err}", file=sys.stderr)
         return 2

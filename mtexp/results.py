@@ -17,7 +17,17 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from mtexp.rundir import CHECKPOINT_DIR, HYDRA_DIR, METRICS_FILE, RUN_MARKERS, RunDir, flatten
+from mtexp.rundir import (
+    CHECKPOINT_DIR,
+    HYDRA_DIR,
+    LABELS_FILE,
+    METRICS_FILE,
+    RUN_MARKERS,
+    STEPS_FILE,
+    RunDir,
+    flatten,
+    read_document,
+)
 from mtexp.scenarios import GROUP, scenario_names
 from mtexp.tasks import HEADLINE_METRIC, SCORE
 
@@ -36,6 +46,8 @@ VALUE_ORDER = {
 QUALITY_METRICS = (*HEADLINE_METRIC.values(), "macro_f1", "sentence_accuracy")
 HEADLINE = re.compile(rf"test\.([^.]+\.({'|'.join(QUALITY_METRICS)})|{SCORE})")
 FRACTION = "cfg.data.train_fraction"
+# Where a run records whether training converged (true / false); absent in older runs.
+CONVERGED = ("converged", "convergence.converged")
 STAT_SEP = ":"
 _PRUNE = {HYDRA_DIR, CHECKPOINT_DIR, "__pycache__", ".git"}
 
@@ -108,8 +120,15 @@ def _read_run(run: Path) -> tuple[dict[str, Any], list[str]]:
     before, after = row.get("drift.sts_spearman_before"), row.get("drift.sts_spearman_after")
     if isinstance(before, (int, float)) and isinstance(after, (int, float)):
         row["drift.sts_spearman_change"] = after - before
+    row.update(label_counts(run))
     row.update(flatten({k: v for k, v in config.items() if k != "hydra"}, "cfg."))
     return row, list(choices)
+
+
+def label_counts(run: Path) -> dict[str, int]:
+    """`labels.<task>`: how many labels each task has (labels.json); {} when not recorded."""
+    labels = read_document(run / LABELS_FILE, [], dict) or {}
+    return {f"labels.{task}": len(names) for task, names in labels.items() if isinstance(names, list)}
 
 
 def _order(columns: Iterable[str], names: Sequence[str]) -> list[str]:
@@ -142,19 +161,33 @@ def load_runs(*paths: str | os.PathLike[str]) -> pd.DataFrame:
 
 def load_histories(*paths: str | os.PathLike[str]) -> pd.DataFrame:
     """All history.csv rows with `run_dir`, `seed`, `status` and the group choices of their run."""
+    return _load_tables(paths, lambda files: files.read_history(), "history_file")
+
+
+def load_steps(*paths: str | os.PathLike[str]) -> pd.DataFrame:
+    """All steps.csv rows (per-step losses, written with logger=csv), with `run_dir`, `seed`,
+    `status` and the group choices of their run; empty when no run logged steps."""
+    def read(files: RunDir) -> pd.DataFrame | None:
+        path = files.path / STEPS_FILE
+        return pd.read_csv(path) if path.is_file() else None
+    return _load_tables(paths, read, STEPS_FILE)
+
+
+def _load_tables(paths: Sequence[str | os.PathLike[str]], read: Any, name: str) -> pd.DataFrame:
     frames = []
     for run in find_run_dirs(*paths):
         files = RunDir(run)
         try:
-            hist = files.read_history()
+            table = read(files)
         except (OSError, UnicodeDecodeError, ValueError) as err:
-            warnings.warn(f"{files.history_file}: unreadable ({err})", RunLoadWarning, stacklevel=2)
+            where = getattr(files, name, files.path / name)
+            warnings.warn(f"{where}: unreadable ({err})", RunLoadWarning, stacklevel=3)
             continue
-        if hist is None:
+        if table is None:
             continue
         info, groups = _read_run(run)
         keep = {k: info[k] for k in [*groups, "seed", "status", "run_dir"]}
-        frames.append(hist.assign(**keep))
+        frames.append(table.assign(**keep))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -162,7 +195,8 @@ def group_columns_of(df: pd.DataFrame) -> list[str]:
     """The group-choice columns (`freezing`, `optim`, ...) of a `load_runs` frame."""
     if "group_columns" in df.attrs:
         return [c for c in df.attrs["group_columns"] if c in df.columns]
-    return [c for c in df.columns if "." not in c and c not in INFO_COLUMNS and c != "best_epoch"]
+    return [c for c in df.columns if "." not in c and c not in INFO_COLUMNS
+            and c not in ("best_epoch", *CONVERGED)]
 
 
 def completed_mask(df: pd.DataFrame) -> pd.Series:
@@ -173,12 +207,23 @@ def completed_mask(df: pd.DataFrame) -> pd.Series:
     return df["status"].eq("completed") & has_metrics
 
 
+def convergence_flags(df: pd.DataFrame) -> pd.Series:
+    """Per run: True / False as metrics.json records `converged`, None where it does not."""
+    flags = pd.Series(None, index=df.index, dtype=object)
+    for column in reversed(CONVERGED):
+        if column in df.columns:
+            recorded = df[column].map(lambda v: bool(v) if isinstance(v, (bool, np.bool_)) else None)
+            flags = recorded.where(recorded.notna(), flags)
+    return flags
+
+
 def metric_columns(df: pd.DataFrame) -> list[str]:
     """Numeric metrics.json columns (dotted names, no `cfg.`), plus `best_epoch`."""
     skip = set(INFO_COLUMNS)
     return [c for c in df.columns
             if c not in skip and not c.startswith("cfg.") and ("." in c or c == "best_epoch")
-            and pd.api.types.is_numeric_dtype(df[c])]
+            and pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
+            and not c.startswith("labels.")]
 
 
 def headline_metrics(df: pd.DataFrame) -> list[str]:
@@ -243,14 +288,16 @@ def summarize(
     df: pd.DataFrame, by: str | Sequence[str] = (GROUP,), metrics: Sequence[str] | None = None
 ) -> pd.DataFrame:
     """Per group: run counts (`runs`, `n` completed, `seeds` distinct among them, `failed`,
-    `running`, `problems`) and, for each metric, `<metric>:mean`, `:std`, `:ci_low`, `:ci_high`
-    (95% t-interval over seeds) and `:n`. Only completed runs with readable metrics count."""
+    `running`, `problems`, `unconverged` completed runs that recorded `converged: false`,
+    `convergence_unknown` completed runs that recorded nothing) and, for each metric,
+    `<metric>:mean`, `:std`, `:ci_low`, `:ci_high` (95% t-interval over seeds) and `:n`.
+    Only completed runs with readable metrics count."""
     by = [by] if isinstance(by, str) else list(by)
     absent = [b for b in by if b not in df.columns]
     if absent:
         raise KeyError(f"cannot group by {absent}: no such column (have {group_columns_of(df)})")
     metrics = [m for m in (metrics or default_metrics(df)) if m in df.columns]
-    ok = completed_mask(df)
+    ok, flags = completed_mask(df), convergence_flags(df)
     rows = []
     for key, sub in df.groupby(by, dropna=False, sort=False):
         key = key if isinstance(key, tuple) else (key,)
@@ -261,6 +308,8 @@ def summarize(
             failed=int(sub["status"].eq("failed").sum()),
             running=int(sub["status"].eq("running").sum()),
             problems=int(sub["problems"].fillna("").ne("").sum()) if "problems" in sub else 0,
+            unconverged=int(flags.loc[good.index].eq(False).sum()),
+            convergence_unknown=int(flags.loc[good.index].isna().sum()),
         )
         for m in metrics:
             values = pd.to_numeric(good[m], errors="coerce").to_numpy(dtype=float)
@@ -282,23 +331,47 @@ def varying_columns(df: pd.DataFrame) -> list[str]:
     return cols
 
 
-def add_derived(df: pd.DataFrame, histories: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Adds `drift.cka.top_minus_bottom` and, from history.csv, `stability.loss_spikes`."""
+def add_derived(df: pd.DataFrame, histories: pd.DataFrame | None = None,
+                steps: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Adds `drift.cka.top_minus_bottom`, from history.csv `convergence.first_epoch_share` (the
+    first epoch's dev score over the run's best) and from steps.csv `stability.loss_spikes`."""
     layers = sorted((c for c in df.columns if c.startswith("drift.cka.layer_")),
                     key=lambda c: int(c.rsplit("_", 1)[1]) if c.rsplit("_", 1)[1].isdigit() else -1)
     out = df.copy()
     if len(layers) >= 2:
         out["drift.cka.top_minus_bottom"] = out[layers[-1]] - out[layers[0]]
-    if histories is not None and not histories.empty and "train.loss" in histories.columns:
-        order = "step" if "step" in histories.columns else "epoch"
-        spikes = (histories.dropna(subset=["train.loss"]).sort_values(order)
-                  .groupby("run_dir")["train.loss"].agg(count_spikes))
+    if histories is not None and {"dev.score", "epoch", "run_dir"} <= set(histories.columns):
+        share = histories.dropna(subset=["dev.score"]).groupby("run_dir")[["epoch", "dev.score"]] \
+            .apply(first_epoch_share)
+        out["convergence.first_epoch_share"] = out["run_dir"].map(share)
+    losses = [c for c in (steps.columns if steps is not None else ()) if _is_task_loss(c)]
+    if losses and {"step", "run_dir"} <= set(steps.columns):
+        total = steps.assign(_loss=steps[losses].sum(axis=1, min_count=1))
+        spikes = total.sort_values("step").groupby("run_dir")["_loss"].agg(count_spikes)
         out["stability.loss_spikes"] = out["run_dir"].map(spikes)
     return out
 
 
-def count_spikes(loss: pd.Series, rise: float = 0.10) -> int:
-    """Rows whose loss is non-finite or exceeds the previous row's by more than `rise`."""
+def _is_task_loss(column: str) -> bool:
+    parts = column.split(".")
+    return len(parts) == 3 and parts[0] == "train" and parts[2] == "loss"
+
+
+def first_epoch_share(history: pd.DataFrame) -> float:
+    """The dev score after the first epoch as a share of the run's best dev score."""
+    best = history["dev.score"].max()
+    first = history.sort_values("epoch")["dev.score"].iloc[0]
+    return float(first / best) if best > 0 else math.nan
+
+
+def count_spikes(loss: pd.Series, window: int = 10, factor: float = 2.0) -> int:
+    """Logged steps whose loss is not finite or exceeds `factor` x the median of the `window`
+    logged steps before it."""
     x = loss.to_numpy(dtype=float)
-    jumps = np.sum(x[1:] > x[:-1] * (1 + rise)) if len(x) > 1 else 0
-    return int(jumps + np.sum(~np.isfinite(x)))
+    spikes = int(np.sum(~np.isfinite(x)))
+    for i in range(1, len(x)):
+        before = x[max(0, i - window):i]
+        before = before[np.isfinite(before)]
+        if len(before) and np.isfinite(x[i]) and x[i] > factor * np.median(before):
+            spikes += 1
+    return spikes

@@ -68,7 +68,8 @@ def test_report_learning_curve_and_auto_grouping(sweeps: tuple[Path, Path], tmp_
     assert list(summary.columns[:2]) == ["freezing", "cfg.data.train_fraction"]
     assert len(summary) == 8
     claims = (out / "claims.md").read_text()
-    assert "## F4: backbone frozen, little labelled data — inconclusive\n" in claims
+    # the synthetic runs differ by the same amount in every seed: no interval, nothing to decide
+    assert "## F4: backbone frozen, little labelled data — not measurable\n" in claims
 
 
 def test_report_cli_errors(tmp_path: Path, capsys) -> None:
@@ -111,10 +112,10 @@ def test_claim_verdicts_on_built_runs() -> None:
         + scenario("backbone", "adamw", seeds, cost__seconds_per_epoch=(40, 45, 41),
                    cost__peak_memory_mb=(400, 402, 401), cost__params_trainable=(5e3, 5e3, 5e3),
                    test__intent__accuracy=(0.90, 0.91, 0.89), test__slots__f1=(0.6, 0.6, 0.6))
-        + scenario("none", "llrd", seeds, test__intent__accuracy=(0.92, 0.93, 0.91),
+        + scenario("none", "llrd", seeds, test__intent__accuracy=(0.92, 0.935, 0.905),
                    test__slots__f1=(0.87, 0.88, 0.86), convergence__epochs_to_95pct=(3, 1, 2))
         + scenario("head_a", "adamw", seeds, test__intent__accuracy=(0.1, 0.1, 0.1),
-                   test__slots__f1=(0.93, 0.94, 0.92))
+                   test__slots__f1=(0.93, 0.945, 0.92))
     )
     df = runs_frame(rows)
     df["cfg.freezing.head"] = df["freezing"].map({"head_a": "A"})
@@ -161,7 +162,7 @@ def test_claim_pairs_by_seed_and_fraction_and_needs_two_seeds() -> None:
                  convergence__overfit_gap=(0.30, 0.32, 0.28, 0.02, 0.02, 0.02))
         + scenario("backbone", "adamw", (2, 1, 0, 0, 1, 2),  # seed order shuffled on purpose
                    cfg__data__train_fraction=(0.05,) * 3 + (1.0,) * 3,
-                   test__intent__accuracy=(0.68, 0.72, 0.70, 0.90, 0.91, 0.89),
+                   test__intent__accuracy=(0.69, 0.72, 0.69, 0.90, 0.91, 0.89),
                    convergence__overfit_gap=(0.05, 0.06, 0.04, 0.01, 0.01, 0.01))
         + scenario("gradual", "adamw", (0,), cfg__data__train_fraction=(1.0,),
                    test__intent__accuracy=(0.95,))
@@ -182,15 +183,18 @@ def test_l3_spread_and_loss_spikes() -> None:
     rows = (scenario("none", "adamw", (0, 1, 2), test__intent__accuracy=(0.90, 0.95, 0.85))
             + scenario("none", "llrd", (0, 1, 2), test__intent__accuracy=(0.901, 0.900, 0.899)))
     df = runs_frame(rows)
-    hist = pd.DataFrame([
-        {"run_dir": f"run{i}", "step": step, "train.loss": loss}
-        for i in range(6) for step, loss in enumerate([1.0, 1.5, 0.5] if i < 3 else [1.0, 0.8, 0.5])
+    # adamw runs: logged steps whose summed loss jumps from 2 to 5 (4, 5 and 5 spikes); llrd: none
+    spiky = {0: (3, 7, 11, 15), 1: (3, 6, 9, 12, 15), 2: (4, 8, 12, 16, 19)}
+    steps = pd.DataFrame([
+        {"run_dir": f"run{i}", "step": step, "train.intent.loss": 4.0 if step in spiky.get(i, ())
+         else 1.0, "train.slots.loss": 1.0}
+        for i in range(6) for step in range(20)
     ])
-    res = verdicts(df, hist)
+    res = {r.spec.id: r for r in evaluate_claims(df, steps=steps)}
     ev = res["L3"].evidence.set_index("check")
     assert ev.loc["seed std of test score (ratio)", "effect"] == pytest.approx(0.02)
     assert ev.loc["seed std of test score (ratio)", "verdict"] == SUPPORTED
-    assert ev.loc["train-loss spikes (>10% rise)", "effect"] == -1
+    assert ev.loc["train-loss spikes (per step)", "effect"] == pytest.approx(-14 / 3)
     assert res["L3"].verdict == SUPPORTED
 
 

@@ -11,13 +11,16 @@ import pandas as pd
 import pytest
 import yaml
 
+from mtexp.report import summary_tables
 from mtexp.results import (
     RunLoadWarning,
+    add_derived,
     completed_mask,
     default_metrics,
     find_run_dirs,
     load_histories,
     load_runs,
+    load_steps,
     mean_ci,
     summarize,
     varying_columns,
@@ -211,3 +214,30 @@ def test_varying_columns_learning_curve(tmp_path: Path) -> None:
     assert varying_columns(df) == ["freezing", "cfg.data.train_fraction"]
     table = summarize(df, by=varying_columns(df))
     assert len(table) == 8 and set(table["cfg.data.train_fraction"]) == {0.05, 1.0}
+
+
+def test_unconverged_runs_label_counts_and_steps(tmp_path: Path) -> None:
+    """`converged` (true / false, absent in older runs) is counted per group; labels.json gives
+    each task's label count; steps.csv gives per-step losses, where loss spikes are counted."""
+    root = tmp_path / "sweep"
+    for seed, converged in zip(SEEDS, (True, False, None), strict=True):
+        doc = metrics_doc("none", seed)
+        if converged is not None:
+            doc["converged"] = converged
+        run = write_run(root / f"{seed}_seed{seed}", "none", seed, metrics=doc)
+        (run / "labels.json").write_text(json.dumps({"intent": ["a", "b", "c"], "slots": ["O", "B-x"]}))
+        pd.DataFrame({"epoch": 1, "step": [10, 20, 30], "train.intent.loss": [1.0, 3.5, 0.9],
+                      "train.slots.loss": 1.0}).to_csv(run / "steps.csv", index=False)
+    write_run(root / "3_seed0", "backbone", 0)  # an older run: no `converged` record
+    df = load_runs(root)
+    assert df["labels.intent"].dropna().tolist() == [3, 3, 3]
+    assert not any(c.startswith("labels.") or c == "converged" for c in default_metrics(df))
+    table = summarize(df, by="freezing").set_index("freezing")
+    assert table.loc["none", "unconverged"] == 1 and table.loc["none", "convergence_unknown"] == 1
+    assert table.loc["backbone", "unconverged"] == 0 and table.loc["backbone", "convergence_unknown"] == 1
+    _, rows = summary_tables(table.reset_index(), ["freezing"], ["test.intent.accuracy"])["Quality (test)"]
+    assert [r[4] for r in rows] == ["1 (1 unknown)", "unknown"]
+    steps = load_steps(root)
+    assert len(steps) == 9 and {"run_dir", "seed", "freezing", "train.intent.loss"} <= set(steps.columns)
+    spikes = add_derived(df, load_histories(root), steps)["stability.loss_spikes"]
+    assert spikes.dropna().tolist() == [1, 1, 1] and spikes.isna().sum() == 1  # 4.5 > 2 x 2.0
