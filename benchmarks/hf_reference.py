@@ -148,6 +148,26 @@ def train_reference(backbone: str, data_path: Path, train_examples: int, epochs:
         "test_intent_accuracy": float(np.mean(np.array(gold_intents) == np.array(pred_intents))),
         "test_slot_f1": float(f1_score(gold_tags, pred_tags, mode="strict", scheme=IOB2)),
         "params_total": sum(p.numel() for p in model.parameters()),
+        "settings": effective_settings(trainer, max_length),
+    }
+
+
+def effective_settings(trainer: Any, max_length: int) -> dict[str, Any]:
+    """What the `Trainer` ran with, read back from it (for the parity check against mtexp)."""
+    args = trainer.args
+    return {
+        "batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps,
+        "lr": args.learning_rate,
+        "schedule": getattr(args.lr_scheduler_type, "value", str(args.lr_scheduler_type)),
+        "warmup": args.warmup_steps,
+        "epochs": args.num_train_epochs,
+        "optimizer_steps": trainer.state.global_step,
+        "max_length": max_length,
+        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+        "group_by_length": (getattr(args, "train_sampling_strategy", None) == "group_by_length"
+                            or bool(getattr(args, "group_by_length", False))),  # transformers 5, 4
+        "weight_decay": args.weight_decay,
+        "max_grad_norm": args.max_grad_norm,
     }
 
 

@@ -6,7 +6,9 @@ import json
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import yaml
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH_DIR))
@@ -52,13 +54,44 @@ def test_hardware_reports_fractions_of_peak(shared_data: Path, tiny_backbone: Pa
 
 
 def test_train_compares_mtexp_with_hf_trainer(shared_data: Path, tiny_backbone: Path, tmp_path: Path) -> None:
-    settings = RunSettings(tiny_backbone, shared_data / "snips", train_examples=16, epochs=1, threads=1)
+    # Settings away from both runners' defaults, so that a runner ignoring one is caught below.
+    settings = RunSettings(tiny_backbone, shared_data / "snips", train_examples=24, epochs=2, batch_size=8,
+                           max_length=40, lr=3e-4, precision="bf16", threads=1)
     result = bench_train(settings, tmp_path)
     assert positive(result["ratios"]["mtexp_vs_hf_samples_per_second"])
     for row in result["rows"]:
         assert positive(row["train_samples_per_second"])
         assert 0 <= row["test_intent_accuracy"] <= 1 and 0 <= row["test_slot_f1"] <= 1
     assert bench_run.training_share_of_peak([result]) == {}
+    mtexp = effective_mtexp_settings(tmp_path / "train-bf16-mtexp")
+    hf = json.loads((tmp_path / "train-bf16-hf.json").read_text())["settings"]
+    configured = {"batch_size": 8, "lr": 3e-4, "epochs": 2, "max_length": 40, "precision": "bf16",
+                  "schedule": "linear", "warmup": 0.1, "weight_decay": 0.01, "max_grad_norm": 1.0,
+                  "optimizer_steps": 2 * 3}  # 24 sentences in batches of 8, twice
+    for key, value in configured.items():
+        assert mtexp[key] == pytest.approx(value) and hf[key] == pytest.approx(value), key
+    # As benchmarks/README.md says: mtexp batches sentences of similar length, the Trainer random ones.
+    assert mtexp["group_by_length"] is True and hf["group_by_length"] is False
+
+
+def effective_mtexp_settings(run_dir: Path) -> dict:
+    """The training settings of an mtexp run, from its resolved config.yaml and history.csv."""
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    trainer, schedule = config["trainer"], config["schedule"]
+    assert schedule["min_lr_ratio"] == 0  # linear decay to 0, as the Trainer's "linear"
+    return {
+        "batch_size": trainer["batch_size"] * trainer["grad_accumulation"],
+        "lr": config["optim"]["lr"],
+        "schedule": schedule["name"],
+        "warmup": schedule["warmup_ratio"],
+        "epochs": trainer["epochs"],
+        "optimizer_steps": int(pd.read_csv(run_dir / "history.csv")["step"].iloc[-1]),
+        "max_length": config["backbone"]["max_length"],
+        "precision": trainer["precision"],
+        "group_by_length": config["data"]["group_by_length"],
+        "weight_decay": config["optim"]["weight_decay"],
+        "max_grad_norm": trainer["max_grad_norm"],
+    }
 
 
 def test_freezing_reports_ratios_to_none(shared_data: Path, tiny_backbone: Path, tmp_path: Path) -> None:

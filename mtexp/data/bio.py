@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mtexp.data.types import DataError
@@ -48,10 +49,14 @@ class BioPolicy:
         if self.scheme not in SCHEMES:
             raise DataError(f"tag scheme must be 'iob1' or 'iob2', got {self.scheme!r}")
 
-    def normalise(self, tags: list[str], where: str, split: str) -> list[str]:
-        """Validate `tags` and return them as IOB2; `where` (file:line) goes into errors."""
-        for tag in tags:
-            check_tag(tag, where)
+    def normalise(
+        self, tags: list[str], where: str, split: str, word_where: Sequence[str] | None = None
+    ) -> list[str]:
+        """Validate `tags` and return them as IOB2; `where` (file:line) goes into errors, or,
+        where each tag has its own line (CoNLL), `word_where[i]` for the tag at word i."""
+        locate = (lambda i: word_where[i]) if word_where is not None else (lambda i: where)
+        for i, tag in enumerate(tags):
+            check_tag(tag, locate(i))
         out, fixed = to_iob2(tags)
         if not fixed:
             return out
@@ -60,8 +65,8 @@ class BioPolicy:
         elif self.strict:
             pos = fixed[0]
             raise DataError(
-                f"{where}: malformed BIO: {tags[pos]!r} at word {pos + 1} does not continue a span "
-                "(I- without B-); set strict_bio: false to repair it to IOB2"
+                f"{locate(pos)}: malformed BIO: {tags[pos]!r} at word {pos + 1} of its sentence does not "
+                "continue a span (I- without B-); set strict_bio: false to repair it to IOB2"
             )
         else:
             self.repaired[split] += len(fixed)

@@ -51,34 +51,58 @@ def _read_file(
     examples: list[Example] = []
     words: list[str] = []
     tags: list[str] = []
-    start = 0
+    where: list[str] = []  # file:line of each word, for messages about its tag
     for number, line in enumerate([*read_text(path).splitlines(), ""], start=1):
         if not line.strip():
             if words:
-                where = f"{path}:{start}"
-                labels = {task: policy.normalise(tags, where, split)}
+                labels = {task: policy.normalise(tags, where[0], split, word_where=where)}
                 examples.append(Example(words=words, labels=labels))
-            words, tags = [], []
+            words, tags, where = [], [], []
             continue
         fields = line.split(sep) if sep else line.split()
         if fields[0] == DOCSTART:
             continue
-        if not words:
-            start = number
-        words.append(_field(fields, columns[0], path, number, f"{key}.word_column"))
-        tags.append(_field(fields, columns[1], path, number, f"{key}.tag_column"))
+        word, tag = _word_and_tag(fields, line, columns, f"{path}:{number}", key)
+        words.append(word)
+        tags.append(tag)
+        where.append(f"{path}:{number}")
     if not examples:
         raise DataError(f"{path}: no sentences found; expected `word ... tag` lines")
     return examples
 
 
-def _field(fields: list[str], column: int, path: Path, number: int, key: str) -> str:
-    try:
-        value = fields[column].strip()
-    except IndexError:
+def _word_and_tag(
+    fields: list[str], line: str, columns: tuple[int, int], where: str, key: str
+) -> tuple[str, str]:
+    """The word and the tag of a line; a line too short for both names the column it lacks."""
+    word_column, tag_column = columns
+    needed = columns_needed(word_column, tag_column)
+    if len(fields) < needed:
+        word_fits = -len(fields) <= word_column < len(fields)
+        name, column = ("tag_column", tag_column) if word_fits else ("word_column", word_column)
+        shown = line.strip() if len(line.strip()) <= 60 else line.strip()[:57] + "..."
         raise DataError(
-            f"{path}:{number}: no column {column} ({key}); the line has {len(fields)} columns"
-        ) from None
+            f"{where}: no column {column} ({key}.{name}); the line has {len(fields)} column(s), "
+            f"expected at least {needed} (`word ... tag` with word_column {word_column} and "
+            f"tag_column {tag_column}): {shown!r}"
+        )
+    return (
+        _value(fields, word_column, where, f"{key}.word_column"),
+        _value(fields, tag_column, where, f"{key}.tag_column"),
+    )
+
+
+def columns_needed(word_column: int, tag_column: int) -> int:
+    """How many columns a line needs for its word and its tag to be two different columns
+    (negative columns count from the end: word 0 and tag -1 need 2)."""
+    if (word_column >= 0) == (tag_column >= 0):
+        return max(word_column, tag_column) + 1 if word_column >= 0 else -min(word_column, tag_column)
+    from_start, from_end = max(word_column, tag_column), min(word_column, tag_column)
+    return from_start + 1 - from_end
+
+
+def _value(fields: list[str], column: int, where: str, key: str) -> str:
+    value = fields[column].strip()
     if not value:
-        raise DataError(f"{path}:{number}: column {column} ({key}) is empty")
+        raise DataError(f"{where}: column {column} ({key}) is empty; expected a word or a tag")
     return value

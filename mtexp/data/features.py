@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 import uuid
 from dataclasses import dataclass, field
 from functools import partial
@@ -16,7 +14,7 @@ import datasets
 import numpy as np
 
 from mtexp.data.align import continuation_ids, label_rows, tokenize_batch
-from mtexp.data.cache import cache_key
+from mtexp.data.cache import DamagedEntry, cache_key, discard_entry, read_entry, write_entry
 from mtexp.data.collate import UNK_COLUMN, Collator, Table, make_collator
 from mtexp.data.textio import resolve_path
 from mtexp.data.types import SPLITS, MultiTaskData, TaskSpec
@@ -56,11 +54,13 @@ def build_features(
     label_all_tokens: bool = False,
     cache_dir: str | os.PathLike | None = None,
 ) -> Features:
-    """Tokenise every (corpus, split) once; reuse `cache_dir/<key>` when it exists.
+    """Tokenise every (corpus, split) once; reuse the entry `cache_dir/<key>` when it exists.
 
     The key hashes the tokenizer (its full serialisation), `max_length`, `label_all_tokens`
-    and the data content. A cache is written to a temporary folder and renamed into place, so
-    a failed build leaves nothing behind.
+    and the data content. An entry is written to a temporary folder and renamed into place, so
+    a failed or killed build leaves no entry behind; an entry that fails its manifest (sizes and
+    checksums) is named in a warning and rebuilt. `stats["cache"]` says which happened: `hit`,
+    `miss`, `rebuilt` or `disabled`.
     """
     key, meta = cache_key(data, tokenizer, max_length, label_all_tokens)
     common = {"collator": make_collator(tokenizer), "max_length": max_length,
@@ -69,15 +69,26 @@ def build_features(
         built = _tokenize_all(data, tokenizer, max_length, label_all_tokens)
         return _with_stats(Features(data, built, **common), "disabled")
     root = resolve_path(cache_dir, "cache_dir", must_exist=False)
-    final = root / key
-    if not (final / "meta.json").is_file():
+    cached, status = _read_cached(root / key)
+    if cached is None:
         built = _tokenize_all(data, tokenizer, max_length, label_all_tokens)
-        _write_cache(root, final, built, meta)
-        status = "miss"
-    else:
-        status = "hit"
-    features = Features(data, _read_cache(final), cache_path=final, **common)
+        entry = write_entry(root, key, built, meta)
+        cached, _ = _read_cached(entry)
+        cached = built if cached is None else cached  # the entry went again meanwhile
+    features = Features(data, cached, cache_path=root / key, **common)
     return _with_stats(features, status)
+
+
+def _read_cached(entry: Path) -> tuple[dict[tuple[str, str], datasets.Dataset] | None, str]:
+    """(the entry's datasets, "hit"), or (None, "miss"); a damaged entry is reported and
+    removed: (None, "rebuilt")."""
+    try:
+        cached = read_entry(entry)
+    except DamagedEntry as damage:
+        log.warning("feature cache entry %s is damaged: %s; rebuilding it", entry, damage)
+        discard_entry(entry, damage.build_id)
+        return None, "rebuilt"
+    return cached, "miss" if cached is None else "hit"
 
 
 def _tokenize_all(
@@ -98,33 +109,6 @@ def _tokenize_all(
             )
             built[(corpus.name, split)] = ds
     return built
-
-
-def _write_cache(root: Path, final: Path, built: dict, meta: dict) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{final.name}-{uuid.uuid4().hex}"
-    try:
-        parts = {}
-        for n, ((corpus, split), ds) in enumerate(sorted(built.items())):
-            parts[f"part{n}"] = [corpus, split]
-            ds.save_to_disk(str(tmp / f"part{n}"))
-        (tmp / "meta.json").write_text(json.dumps({**meta, "parts": parts}, indent=1))
-        os.rename(tmp, final)
-        log.info("feature cache written: %s", final)
-    except OSError:
-        if (final / "meta.json").is_file():  # another run finished the same cache first
-            return
-        raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _read_cache(final: Path) -> dict[tuple[str, str], datasets.Dataset]:
-    meta = json.loads((final / "meta.json").read_text())
-    return {
-        (corpus, split): datasets.load_from_disk(str(final / part))
-        for part, (corpus, split) in meta["parts"].items()
-    }
 
 
 def _with_stats(features: Features, cache: str) -> Features:

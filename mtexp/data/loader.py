@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,8 @@ from mtexp.data.vocab import apply_unseen, build_spec, task_kinds
 
 # Salts keep the seeded streams of different steps independent of each other.
 SALT = {"dev": 1, "test": 2, "subsample": 3}
+
+log = logging.getLogger(__name__)
 
 
 def load_data(cfg: DataConfig | Mapping[str, Any], seed: int) -> MultiTaskData:
@@ -48,7 +51,26 @@ def _read_source(src: SourceConfig, key: str, strict_bio: bool, seed: int) -> tu
     policy = BioPolicy(scheme=src.tag_scheme(), strict=strict_bio)
     corpus = source_of(src).read(src, ReadContext(key, policy, seed))
     _check_not_empty(corpus, key)
+    _log_tag_changes(policy, key, corpus.name)
     return corpus, policy
+
+
+def _log_tag_changes(policy: BioPolicy, key: str, corpus: str) -> None:
+    """One line per kind of change the BIO policy made to a source's tags, counted per split."""
+    if policy.repaired:
+        log.warning(
+            "%s (corpus %r): %d malformed BIO tag(s) repaired to IOB2 (an I- tag that starts a "
+            "span made B-): %s; set data.strict_bio=true to reject such files instead",
+            key, corpus, sum(policy.repaired.values()), _per_split(policy.repaired),
+        )
+    if policy.converted:
+        log.info("%s (corpus %r): %d IOB1 tag(s) converted to IOB2: %s",
+                 key, corpus, sum(policy.converted.values()), _per_split(policy.converted))
+
+
+def _per_split(counts: Mapping[str, int]) -> str:
+    order = [*(split for split in SPLITS if split in counts), *(s for s in counts if s not in SPLITS)]
+    return ", ".join(f"{split} {counts[split]}" for split in order if counts[split])
 
 
 def _carve_missing(corpus: Corpus, conf: DataConfig, seed: int, index: int) -> list[str]:

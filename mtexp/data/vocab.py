@@ -10,6 +10,7 @@ With `unseen_label: error` (the default) an unseen label is a DataError.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 
 from mtexp.data.bio import OUTSIDE, tag_type
@@ -17,6 +18,9 @@ from mtexp.data.types import Corpus, DataError, TaskKind, TaskSpec, task_kind
 
 SEQUENCE_FALLBACK = "UNK"
 UNSEEN_MODES = ("error", "fallback")
+SHOWN_LABELS = 8
+
+log = logging.getLogger(__name__)
 
 
 def task_kinds(corpus: Corpus, key: str) -> dict[str, TaskKind]:
@@ -68,6 +72,8 @@ def apply_unseen(corpus: Corpus, spec: TaskSpec, unseen: str) -> dict[str, dict[
         for ex in examples:
             ex.labels[spec.name] = _fallback(ex.labels[spec.name], spec, known)
         report[split] = dict(sorted(counts.items()))
+    if report:
+        log.warning(_fallback_message(corpus.name, spec, report))
     return report
 
 
@@ -86,10 +92,27 @@ def _fallback(value: str | list[str], spec: TaskSpec, known: set[str]) -> str | 
 
 
 def _unseen_message(corpus: str, spec: TaskSpec, split: str, counts: Counter) -> str:
-    shown = ", ".join(f"{label!r} ({n}x)" for label, n in sorted(counts.items())[:8])
-    more = f" and {len(counts) - 8} more" if len(counts) > 8 else ""
-    target = SEQUENCE_FALLBACK if spec.kind == "sequence" else OUTSIDE
     return (
         f"task {spec.name!r} (corpus {corpus!r}), split {split!r}: label(s) not seen in train: "
-        f"{shown}{more}; set data.unseen_label=fallback to map them to {target!r}"
+        f"{_shown(counts)}; set data.unseen_label=fallback to map them to {_target(spec)!r}"
     )
+
+
+def _fallback_message(corpus: str, spec: TaskSpec, report: dict[str, dict[str, int]]) -> str:
+    """One line for every split of a task whose unseen labels were mapped to the fallback."""
+    total = sum(sum(counts.values()) for counts in report.values())
+    per_split = "; ".join(f"{split}: {_shown(counts)}" for split, counts in report.items())
+    return (
+        f"task {spec.name!r} (corpus {corpus!r}): {total} dev/test label(s) not seen in train "
+        f"mapped to {_target(spec)!r} (data.unseen_label=fallback): {per_split}"
+    )
+
+
+def _shown(counts: Counter | dict[str, int]) -> str:
+    items = sorted(counts.items())
+    shown = ", ".join(f"{label!r} ({n}x)" for label, n in items[:SHOWN_LABELS])
+    return shown + (f" and {len(items) - SHOWN_LABELS} more" if len(items) > SHOWN_LABELS else "")
+
+
+def _target(spec: TaskSpec) -> str:
+    return SEQUENCE_FALLBACK if spec.kind == "sequence" else OUTSIDE
