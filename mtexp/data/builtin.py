@@ -5,9 +5,26 @@ reference in the template (``{area}``, ``{brightness}``, ``{timer_name:name}``, 
 IOB2 span typed by its slot name (Task B). Templates are walked at random with hassil's parsed
 expressions instead of being enumerated, so generation stays fast for any size.
 
-Words are lowercased whitespace tokens. A slot value always forms whole words: literal text
-glued to it is split off ("50%" -> "50", "%") and a joining hyphen is dropped
-("5-minute" -> "5", "minute"), so tags stay aligned with words.
+A template is one sentence template string of an intent's data block, as the intents package
+writes it, with its rule references unexpanded (e.g. "<turn> on [<the>] {area} <light>"): the
+alternatives, optional words and expansion rules inside it are ways of saying that one
+template; two strings that differ in one word are two templates. The same string in two data
+blocks of an intent (for two entity domains) is one template.
+
+The splits (`split_by`, `holdout_values`; mtexp.data.builtin_split has the rules):
+
+- `split_by: template` (default): every template's sentences go to exactly one of train, dev and
+  test, stratified by intent and seeded. An intent with fewer than three templates stays whole
+  in train: it is trained on and never evaluated (`train_only_intents` in the statistics).
+  Test and dev then measure how the model handles a way of saying an intent it has not seen.
+- `split_by: sentence`: sentences are drawn from every template and split at random within
+  each intent; templates recur across splits, so test measures recall of seen templates.
+- `holdout_values: true` (default): names, areas, floors, wildcard values and numbers of
+  dev and test come from held-out parts of their lists, so entity recognition is judged on
+  values never seen in training; the lists are extended for this (mtexp.data.builtin_vocab).
+
+`split_by: sentence` with `holdout_values: false` is the corpus as it was before these options:
+the same sentences in the same splits for the same config and seed.
 """
 
 from __future__ import annotations
@@ -20,28 +37,27 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from hassil import Intents
-from hassil.expression import (
-    Alternative,
-    Expression,
-    Group,
-    ListReference,
-    Permutation,
-    RuleReference,
-    Sentence,
-    TextChunk,
+from mtexp.data.builtin_split import (
+    TemplatePlan,
+    ValueHoldout,
+    every_template_everywhere,
+    share,
+    split_templates,
 )
-from hassil.intents import IntentData, RangeFractionType, RangeSlotList, SlotList, TextSlotList
-from hassil.numbers import get_rbnf_engine
-
-from mtexp.data.builtin_vocab import VOCABULARIES, Vocabulary, text_list
+from mtexp.data.builtin_templates import BuiltinSentence, Span, Template, Walker, load_templates
+from mtexp.data.builtin_vocab import vocabulary
 from mtexp.data.source import ReadContext, SourceConfig
-from mtexp.data.types import Corpus, DataError, Example
+from mtexp.data.types import SPLITS, Corpus, DataError, Example
+
+__all__ = ["BuiltinDataset", "BuiltinSentence", "BuiltinSource", "Span", "generate_builtin",
+           "load_builtin", "read_builtin"]
 
 _LOG = logging.getLogger(__name__)
-_PUNCT = "?!.,;:¿¡"
 # Consecutive duplicate draws after which an intent counts as exhausted.
 _PATIENCE = 200
+SPLIT_BY = ("template", "sentence")
+# Statistics that stay out of the corpus statistics in metrics.json (timing, long detail).
+_LOG_ONLY = ("seconds", "skipped")
 
 
 @dataclass
@@ -55,6 +71,8 @@ class BuiltinSource(SourceConfig):
     min_examples_per_intent: int = 10  # intents with fewer unique sentences are dropped
     max_templates_per_intent: int | None = None
     number_words_prob: float = 0.3  # share of range values spelled out ("twenty-one")
+    split_by: str = "template"  # template: no template in two splits | sentence: at random
+    holdout_values: bool = True  # dev/test draw names, areas, numbers, ... train never saw
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -63,47 +81,21 @@ class BuiltinSource(SourceConfig):
         if not 0 <= self.dev_fraction + self.test_fraction < 1:
             raise DataError("dev_fraction: dev_fraction + test_fraction must lie in [0, 1), "
                             f"got {self.dev_fraction} + {self.test_fraction}")
-
-
-@dataclass(frozen=True)
-class Span:
-    """A tagged slot: words[start:end] joined by spaces equals `text`, a value of `list_name`."""
-
-    slot: str
-    list_name: str
-    start: int
-    end: int
-    text: str
-
-
-@dataclass(frozen=True)
-class BuiltinSentence:
-    intent: str
-    words: tuple[str, ...]
-    tags: tuple[str, ...]
-    spans: tuple[Span, ...]
+        if self.split_by not in SPLIT_BY:
+            raise DataError(f"split_by: expected one of {SPLIT_BY}, got {self.split_by!r}")
+        if not isinstance(self.holdout_values, bool):
+            raise DataError(f"holdout_values: expected bool, got {self.holdout_values!r}")
 
     @property
-    def key(self) -> str:
-        """Normalised text used for de-duplication."""
-        return " ".join(self.words)
+    def legacy_split(self) -> bool:
+        """The split as it was before templates and values were held out."""
+        return self.split_by == "sentence" and not self.holdout_values
 
 
 @dataclass
 class BuiltinDataset:
     splits: dict[str, list[BuiltinSentence]]
     stats: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class _Template:
-    sentence: Sentence
-    rules: dict[str, Sentence]
-    lists: dict[str, SlotList]
-
-
-class _Unfillable(Exception):
-    """A template refers to a list or rule with no usable values."""
 
 
 def read_builtin(src: BuiltinSource, ctx: ReadContext) -> Corpus:
@@ -117,231 +109,155 @@ def read_builtin(src: BuiltinSource, ctx: ReadContext) -> Corpus:
 
 
 def load_builtin(cfg: BuiltinSource, seed: int) -> Corpus:
-    """The built-in corpus: tasks ("intent", "slots"), splits train/dev/test."""
+    """The built-in corpus: tasks ("intent", "slots"), splits train/dev/test; its statistics
+    (all but timing and skip reasons) go to the corpus statistics of metrics.json."""
     data = generate_builtin(cfg, seed)
     _LOG.info("builtin data: %s", {k: v for k, v in data.stats.items() if k != "skipped"})
     splits = {
         name: [Example(list(s.words), {"intent": s.intent, "slots": list(s.tags)}) for s in rows]
         for name, rows in data.splits.items()
     }
-    return Corpus(name="builtin", tasks=("intent", "slots"), splits=splits)
+    stats = {k: v for k, v in data.stats.items() if k not in _LOG_ONLY}
+    return Corpus(name="builtin", tasks=("intent", "slots"), splits=splits, stats=stats)
 
 
 def generate_builtin(conf: BuiltinSource, seed: int) -> BuiltinDataset:
     """Sample, de-duplicate and split the built-in sentences; same config and seed -> same data."""
     start = time.perf_counter()
     skipped: Counter[str] = Counter()
-    templates = _load_templates(conf.language, skipped)
+    vocab = vocabulary(conf.language, extended=conf.holdout_values)
+    templates = load_templates(conf.language, vocab, skipped)
     rng = random.Random(f"{seed}/templates")
     if conf.max_templates_per_intent:
         templates = {
             intent: _subset(rows, conf.max_templates_per_intent, rng)
             for intent, rows in templates.items()
         }
-    by_intent, collisions = _sample_all(templates, conf, seed)
-    dropped = sorted(i for i, rows in by_intent.items() if len(rows) < conf.min_examples_per_intent)
-    for intent in dropped:
-        del by_intent[intent]
-    splits = _split(by_intent, conf, random.Random(f"{seed}/split"))
+    if conf.legacy_split:
+        splits, info = _sentence_split(templates, conf, seed)
+    else:
+        holdout = ValueHoldout.build(vocab, templates, seed) if conf.holdout_values else None
+        splits, info = _planned_split(templates, holdout, conf, seed)
     stats = {
         "language": conf.language,
-        "intents": len(by_intent),
-        "slot_types": len({sp.slot for rows in by_intent.values() for s in rows for sp in s.spans}),
+        "split_by": conf.split_by,
+        "holdout_values": conf.holdout_values,
+        "intents": len({s.intent for rows in splits.values() for s in rows}),
+        "slot_types": len({sp.slot for rows in splits.values() for s in rows for sp in s.spans}),
         "sizes": {name: len(rows) for name, rows in splits.items()},
         "templates_used": sum(len(rows) for rows in templates.values()),
         "templates_skipped": sum(skipped.values()),
         "skipped": dict(sorted(skipped.items())),
-        "dropped_intents": dropped,
-        "cross_intent_duplicate_draws": collisions,
+        **info,
         "seconds": round(time.perf_counter() - start, 3),
     }
     return BuiltinDataset(splits, stats)
 
 
-def _subset(rows: list[_Template], k: int, rng: random.Random) -> list[_Template]:
+def _subset(rows: list[Template], k: int, rng: random.Random) -> list[Template]:
     if len(rows) <= k:
         return rows
     keep = sorted(rng.sample(range(len(rows)), k))
     return [rows[i] for i in keep]
 
 
-def _load_templates(language: str, skipped: Counter[str]) -> dict[str, list[_Template]]:
-    """Usable templates per intent; skipped ones are counted by reason in `skipped`."""
-    from home_assistant_intents import get_intents
-
-    raw = get_intents(language)
-    if raw is None:
-        raise DataError(f"home-assistant-intents has no sentences for language {language!r}")
-    intents = Intents.from_dict(raw)
-    vocab = VOCABULARIES.get(language, Vocabulary({}, (), (), {}))
-    base_lists = {**intents.slot_lists, **vocab.slot_lists()}
-    out: dict[str, list[_Template]] = {}
-    for name in sorted(intents.intents):
-        rows: list[_Template] = []
-        for data in intents.intents[name].data:
-            rules = {**intents.expansion_rules, **data.expansion_rules}
-            names = text_list(vocab.names(_domains(data)), "name")
-            lists = {**base_lists, **data.slot_lists, "name": names}
-            for sentence in data.sentences:
-                try:
-                    _check(sentence.expression, rules, lists, ())
-                except _Unfillable as err:
-                    skipped[str(err)] += 1
-                    continue
-                rows.append(_Template(sentence, rules, lists))
-        if rows:
-            out[name] = rows
-        else:
-            skipped[f"intent {name} has no usable template"] += 1
-    return out
+def _sentence_split(
+    templates: dict[str, list[Template]], conf: BuiltinSource, seed: int
+) -> tuple[dict[str, list[BuiltinSentence]], dict[str, Any]]:
+    """Sample every intent's quota, then cut each intent's sentences into test/dev/train."""
+    by_intent, collisions = _fill(_pools(templates, conf, seed, ""), conf.size, {})
+    dropped = _drop_small(by_intent, conf.min_examples_per_intent)
+    splits = _split(by_intent, conf, random.Random(f"{seed}/split"))
+    return splits, {"dropped_intents": dropped, "cross_intent_duplicate_draws": collisions}
 
 
-def _domains(data: IntentData) -> set[str] | None:
-    """Entity domains a block's {name} must come from (None: any)."""
-    for source in (data.requires_context, data.slots):
-        value = source.get("domain")
-        if isinstance(value, str):
-            return {value}
-        if isinstance(value, (list, tuple, set)):
-            return set(value)
-    return None
-
-
-def _check(
-    expr: Expression, rules: dict[str, Sentence], lists: dict[str, SlotList], path: tuple
-) -> None:
-    """Raise _Unfillable when some list or rule the expression can reach has no values."""
-    if isinstance(expr, Group):
-        for item in expr.items:
-            _check(item, rules, lists, path)
-    elif isinstance(expr, RuleReference):
-        if expr.rule_name not in rules:
-            raise _Unfillable(f"missing rule <{expr.rule_name}>")
-        if expr.rule_name in path:
-            raise _Unfillable(f"recursive rule <{expr.rule_name}>")
-        _check(rules[expr.rule_name].expression, rules, lists, (*path, expr.rule_name))
-    elif isinstance(expr, ListReference) and not expr.is_inline_range:
-        slot_list = lists.get(expr.list_name)
-        if isinstance(slot_list, TextSlotList) and slot_list.values:
-            for value in slot_list.values:
-                _check(value.text_in, rules, lists, path)
-        elif not isinstance(slot_list, RangeSlotList):
-            raise _Unfillable(f"no values for list {{{expr.list_name}}}")
-
-
-class _Walker:
-    """Draws one random expansion of a template as (text, slot, list name) pieces."""
-
-    def __init__(self, rng: random.Random, language: str, number_words_prob: float) -> None:
-        self.rng = rng
-        self.language = language
-        self.number_words_prob = number_words_prob
-
-    def sample(self, intent: str, template: _Template) -> BuiltinSentence | None:
-        pieces: list[tuple[str, str | None, str | None]] = []
-        self._walk(template.sentence.expression, template, pieces, inside_slot=False)
-        return _assemble(intent, pieces)
-
-    def _walk(self, expr: Expression, tpl: _Template, out: list, inside_slot: bool) -> None:
-        if isinstance(expr, TextChunk):
-            out.append((expr.text, None, None))
-        elif isinstance(expr, Alternative):
-            if expr.items:
-                self._walk(self.rng.choice(expr.items), tpl, out, inside_slot)
-        elif isinstance(expr, Permutation):
-            items = list(expr.items)
-            self.rng.shuffle(items)
-            for item in items:
-                self._walk(item, tpl, out, inside_slot)
-        elif isinstance(expr, Group):
-            for item in expr.items:
-                self._walk(item, tpl, out, inside_slot)
-        elif isinstance(expr, RuleReference):
-            self._walk(tpl.rules[expr.rule_name].expression, tpl, out, inside_slot)
-        elif isinstance(expr, ListReference):
-            text = self._list_value(expr, tpl)
-            out.append((text, None, None) if inside_slot else (text, expr.slot_name, expr.list_name))
-        else:
-            raise TypeError(f"unexpected template expression {expr!r}")
-
-    def _list_value(self, ref: ListReference, tpl: _Template) -> str:
-        inline = ref.get_inline_range()
-        slot_list = RangeSlotList(None, *inline) if inline else tpl.lists[ref.list_name]
-        if isinstance(slot_list, RangeSlotList):
-            return self._number(slot_list)
-        assert isinstance(slot_list, TextSlotList)
-        inner: list[tuple[str, str | None, str | None]] = []
-        self._walk(self.rng.choice(slot_list.values).text_in, tpl, inner, inside_slot=True)
-        return "".join(text for text, _, _ in inner)
-
-    def _number(self, rl: RangeSlotList) -> str:
-        value: float = self.rng.choice(range(rl.start, rl.stop + 1, rl.step))
-        fractions = RangeFractionType.get_fractions(rl.fraction_type)
-        if fractions:
-            value += self.rng.choice([0.0, *fractions])
-        if value == int(value):
-            value = int(value)
-        use_words = rl.words and (not rl.digits or self.rng.random() < self.number_words_prob)
-        if not use_words:
-            return str(value)
-        try:
-            engine = get_rbnf_engine(rl.words_language or self.language)
-        except ValueError:  # no number spelling rules for this language
-            return str(value)
-        spellings = sorted(set(engine.format_number(value).text_by_ruleset.values()))
-        return self.rng.choice(spellings) if spellings else str(value)
-
-
-def _assemble(
-    intent: str, pieces: list[tuple[str, str | None, str | None]]
-) -> BuiltinSentence | None:
-    """Pieces -> words, IOB2 tags and spans; None when a slot value came out empty."""
-    words: list[str] = []
-    tags: list[str] = []
-    spans: list[Span] = []
-    buffer, after_slot = "", False
-    for text, slot, list_name in pieces:
-        if slot is None:
-            buffer += text
-            continue
-        _add_literal(buffer.rstrip("-"), after_slot, words, tags)
-        buffer, after_slot = "", True
-        value = text.lower().split()
-        if not value:
-            return None
-        spans.append(Span(slot, str(list_name), len(words), len(words) + len(value), " ".join(value)))
-        words.extend(value)
-        tags.extend([f"B-{slot}"] + [f"I-{slot}"] * (len(value) - 1))
-    _add_literal(buffer, after_slot, words, tags)
-    if not words:
-        return None
-    return BuiltinSentence(intent, tuple(words), tuple(tags), tuple(spans))
-
-
-def _add_literal(text: str, after_slot: bool, words: list[str], tags: list[str]) -> None:
-    if after_slot:
-        text = text.lstrip("-")
-    for raw in text.lower().split():
-        word = raw.strip(_PUNCT)
-        if word:
-            words.append(word)
-            tags.append("O")
-
-
-def _sample_all(
-    templates: dict[str, list[_Template]], conf: BuiltinSource, seed: int
-) -> tuple[dict[str, list[BuiltinSentence]], int]:
-    """Fill per-intent quotas with unique sentences; exhausted intents pass their share on."""
+def _planned_split(
+    templates: dict[str, list[Template]], holdout: ValueHoldout | None, conf: BuiltinSource, seed: int
+) -> tuple[dict[str, list[BuiltinSentence]], dict[str, Any]]:
+    """Sample each split from its own templates and values: test, then dev, then train."""
+    if conf.split_by == "template":
+        plan = split_templates(templates, conf.dev_fraction, conf.test_fraction,
+                               random.Random(f"{seed}/template-split"))
+    else:
+        plan = every_template_everywhere(templates)
+    budgets = _budgets(conf)
     owner: dict[str, str] = {}
+    cells: dict[str, dict[str, list[BuiltinSentence]]] = {}
     collisions = 0
-    pools = {
-        intent: _draws(intent, rows, random.Random(f"{seed}/{conf.language}/{intent}"), conf)
+    for split in ("test", "dev", "train"):
+        chosen = plan.templates[split]
+        if holdout is not None:
+            chosen = {i: [holdout.restrict(t, split) for t in rows] for i, rows in chosen.items()}
+        cells[split], found = _fill(_pools(chosen, conf, seed, f"/{split}"), budgets[split], owner)
+        collisions += found
+    dropped = _drop_small_across(cells, conf.min_examples_per_intent)
+    unseen = _drop_unseen_labels(cells)
+    shuffle = random.Random(f"{seed}/split")
+    splits = {}
+    for split in SPLITS:
+        splits[split] = [s for intent in sorted(cells[split]) for s in cells[split][intent]]
+        shuffle.shuffle(splits[split])
+    info = _plan_stats(plan if conf.split_by == "template" else None, holdout, splits, dropped)
+    info.update(dropped_intents=dropped, dropped_unseen_label_sentences=unseen,
+                cross_intent_duplicate_draws=collisions)
+    return splits, info
+
+
+def _budgets(conf: BuiltinSource) -> dict[str, int]:
+    """Sentences per split: the dev and test fractions of `size`, the rest for train."""
+    test, dev = round(conf.size * conf.test_fraction), round(conf.size * conf.dev_fraction)
+    return {"test": test, "dev": dev, "train": conf.size - test - dev}
+
+
+def _plan_stats(
+    plan: TemplatePlan | None,
+    holdout: ValueHoldout | None,
+    splits: dict[str, list[BuiltinSentence]],
+    dropped: list[str],
+) -> dict[str, Any]:
+    """How the templates (`plan`, for the template split) and values were shared out."""
+    info: dict[str, Any] = {
+        "intents_per_split": {name: len({s.intent for s in rows}) for name, rows in splits.items()},
+    }
+    if plan is not None:
+        train_only = [intent for intent in plan.train_only if intent not in dropped]
+        info.update(templates_per_split=plan.counts(), train_only_intents=train_only,
+                    train_only_intent_count=len(train_only),
+                    templates_moved_to_train=plan.moved_to_train)
+    if holdout is not None:
+        info["held_out_values"] = holdout.sizes()
+    return info
+
+
+def _pools(
+    templates: dict[str, list[Template]], conf: BuiltinSource, seed: int, salt: str
+) -> dict[str, Iterator[BuiltinSentence | None]]:
+    """An endless stream of draws per intent, seeded by intent (and split, in `salt`)."""
+    return {
+        intent: _draws(intent, rows, random.Random(f"{seed}/{conf.language}/{intent}{salt}"), conf)
         for intent, rows in templates.items()
     }
-    rows: dict[str, list[BuiltinSentence]] = {intent: [] for intent in templates}
-    open_intents = sorted(templates)
+
+
+def _draws(
+    intent: str, rows: list[Template], rng: random.Random, conf: BuiltinSource
+) -> Iterator[BuiltinSentence | None]:
+    walker = Walker(rng, conf.language, conf.number_words_prob)
+    while True:
+        yield walker.sample(intent, rng.choice(rows))
+
+
+def _fill(
+    pools: dict[str, Iterator[BuiltinSentence | None]], size: int, owner: dict[str, str]
+) -> tuple[dict[str, list[BuiltinSentence]], int]:
+    """Fill equal per-intent quotas of `size` with unique sentences (`owner`: sentence -> intent,
+    shared by the splits); exhausted intents pass their share on. Returns the rows and how many
+    draws repeated a sentence of another intent."""
+    collisions = 0
+    rows: dict[str, list[BuiltinSentence]] = {intent: [] for intent in pools}
+    open_intents = sorted(pools)
     while open_intents:
-        budget = conf.size - sum(len(r) for i, r in rows.items() if i not in open_intents)
+        budget = size - sum(len(r) for i, r in rows.items() if i not in open_intents)
         base, extra = divmod(max(budget, 0), len(open_intents))
         exhausted = []
         for rank, intent in enumerate(open_intents):
@@ -363,12 +279,38 @@ def _sample_all(
     return rows, collisions
 
 
-def _draws(
-    intent: str, rows: list[_Template], rng: random.Random, conf: BuiltinSource
-) -> Iterator[BuiltinSentence | None]:
-    walker = _Walker(rng, conf.language, conf.number_words_prob)
-    while True:
-        yield walker.sample(intent, rng.choice(rows))
+def _drop_small(by_intent: dict[str, list[BuiltinSentence]], minimum: int) -> list[str]:
+    """Remove the intents with fewer than `minimum` sentences; their names, sorted."""
+    dropped = sorted(i for i, rows in by_intent.items() if len(rows) < minimum)
+    for intent in dropped:
+        del by_intent[intent]
+    return dropped
+
+
+def _drop_small_across(cells: dict[str, dict[str, list[BuiltinSentence]]], minimum: int) -> list[str]:
+    """`_drop_small` on each intent's sentences over all splits together."""
+    totals: Counter[str] = Counter()
+    for by_intent in cells.values():
+        totals.update({intent: len(rows) for intent, rows in by_intent.items()})
+    dropped = sorted(i for i, n in totals.items() if n < minimum)
+    for by_intent in cells.values():
+        for intent in dropped:
+            by_intent.pop(intent, None)
+    return dropped
+
+
+def _drop_unseen_labels(cells: dict[str, dict[str, list[BuiltinSentence]]]) -> int:
+    """Drop dev/test sentences whose intent or a slot type has no train sentence; how many."""
+    train = cells["train"]
+    slots = {span.slot for rows in train.values() for s in rows for span in s.spans}
+    dropped = 0
+    for split in ("dev", "test"):
+        for intent in list(cells[split]):
+            rows = cells[split][intent]
+            keep = [s for s in rows if train.get(intent) and {sp.slot for sp in s.spans} <= slots]
+            dropped += len(rows) - len(keep)
+            cells[split][intent] = keep
+    return dropped
 
 
 def _split(
@@ -379,17 +321,11 @@ def _split(
     for intent in sorted(by_intent):
         rows = list(by_intent[intent])
         rng.shuffle(rows)
-        n_test = _share(len(rows), conf.test_fraction)
-        n_dev = _share(len(rows), conf.dev_fraction)
+        n_test = share(len(rows), conf.test_fraction)
+        n_dev = share(len(rows), conf.dev_fraction)
         splits["test"] += rows[:n_test]
         splits["dev"] += rows[n_test : n_test + n_dev]
         splits["train"] += rows[n_test + n_dev :]
     for rows in splits.values():
         rng.shuffle(rows)
     return splits
-
-
-def _share(n: int, fraction: float) -> int:
-    if fraction <= 0:
-        return 0
-    return max(1, round(n * fraction)) if n >= 3 else 0

@@ -32,6 +32,8 @@ def load_data(cfg: DataConfig | Mapping[str, Any], seed: int) -> MultiTaskData:
         corpus, policy = _read_source(src, f"data.sources[{i}]", conf.strict_bio, seed)
         carved = _carve_missing(corpus, conf, seed, i)
         stats["corpora"][corpus.name] = {"carved": carved, **policy.stats()}
+        if corpus.stats:
+            stats["corpora"][corpus.name]["source"] = corpus.stats
         corpora.append(corpus)
     _check_unique(corpora)
     tasks = _build_tasks(corpora, conf.unseen_label, stats)

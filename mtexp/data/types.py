@@ -48,6 +48,7 @@ class Corpus:
     name: str
     tasks: tuple[str, ...]
     splits: dict[str, list[Example]]
+    stats: dict[str, Any] = field(default_factory=dict)  # how the reader made it (metrics.json)
 
     def sizes(self) -> dict[str, int]:
         return {split: len(examples) for split, examples in self.splits.items()}
