@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	  else \
 	    $(BIN)/pip install --quiet torch --index-url $(TORCH_CPU_INDEX); \
 	  fi
-	$(BIN)/pip install --quiet -e ".[dev,launchers,trackers]"
+	$(BIN)/pip install --quiet -e ".[dev,launchers,trackers,tune]"
 	touch $@
 
 train: install

@@ -4,7 +4,8 @@ The `Trainer` calls every callback's hooks in list order: `on_fit_start` before 
 `on_step_end` after each optimizer step, `on_epoch_end` after each epoch's history row is
 recorded, `on_fit_end` after the last epoch. A callback asks the loop to end by setting
 `trainer.should_stop`. `on_run_end` comes from the run around the trainer (`finishing`): after the
-run directory's files are written, or after the run failed.
+run directory's files are written, or after the run failed. Code that drives runs (`mtexp.tune`)
+adds callbacks of its own to every run started inside `extra_callbacks(...)`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,19 +67,23 @@ class StepLogger(Callback):
 
 class EarlyStopping(Callback):
     """Tracks the best epoch by a dev metric, and ends training after `patience` epochs without
-    improvement (never when `patience` is None)."""
+    improvement (never when `patience` is None); under a `converge` budget the patience is the
+    budget's (`trainer.plan.patience`).
+
+    Epochs before the freezing scenario is complete (`trainer.plan.complete_from`: a gradual
+    thaw or a late-frozen head still changing what trains) are neither candidates nor counted,
+    and training does not stop before the plan's `min_steps`. When no epoch was a candidate
+    (a budget spent first), the last one counts as the best.
+    """
 
     def __init__(self, cfg: EarlyStoppingConfig) -> None:
         self.cfg = cfg
 
     def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
-        score = row.get(self.cfg.metric)
-        if score is None:
-            raise KeyError(
-                f"trainer.early_stopping.metric {self.cfg.metric!r} is not a dev metric; "
-                f"choose from {sorted(k for k in row if k.startswith('dev.'))}"
-            )
-        state = trainer.state
+        score = self.score(row)
+        state, plan = trainer.state, trainer.plan
+        if state.epoch <= plan.complete_from:
+            return
         best = state.best_score
         better = best is None or (score > best if self.cfg.mode == "max" else score < best)
         if better:
@@ -86,9 +92,26 @@ class EarlyStopping(Callback):
             state.epochs_without_improvement = 0
         else:
             state.epochs_without_improvement += 1
-        patience = self.cfg.patience
-        if patience is not None and state.epochs_without_improvement >= patience:
+        patience = plan.patience if plan.name == "converge" else self.cfg.patience
+        if patience is not None and state.epochs_without_improvement >= patience \
+                and state.step >= plan.min_steps:
             trainer.should_stop = True
+            state.stopped_early = True
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        state = trainer.state
+        if state.best_score is None and state.history:
+            state.best_score = float(self.score(state.history[-1]))
+            state.best_epoch = state.epoch
+
+    def score(self, row: dict[str, Any]) -> float:
+        score = row.get(self.cfg.metric)
+        if score is None:
+            raise KeyError(
+                f"trainer.early_stopping.metric {self.cfg.metric!r} is not a dev metric; "
+                f"choose from {sorted(k for k in row if k.startswith('dev.'))}"
+            )
+        return score
 
 
 class Checkpointing(Callback):
@@ -141,8 +164,9 @@ def resume_source(resume: Any, run_dir: RunDir) -> RunDir | None:
 
 def default_callbacks(run: RunConfig, run_dir: RunDir, context: DistContext) -> list[Callback]:
     """Step logging when `logger.name` has `csv`, then early stopping, then checkpoints, then the
-    experiment trackers it names (on the main process only). A tracker connects when it is made:
-    one that cannot be reached raises `TrackerError` here, before any data loads."""
+    experiment trackers it names (on the main process only), then any `extra_callbacks`. A
+    tracker connects when it is made: one that cannot be reached raises `TrackerError` here,
+    before any data loads."""
     names = logger_names(run.logger.name)
     callbacks: list[Callback] = []
     if "csv" in names:
@@ -153,11 +177,22 @@ def default_callbacks(run: RunConfig, run_dir: RunDir, context: DistContext) -> 
         from mtexp.trackers import make_trackers
 
         callbacks.extend(make_trackers(run, run_dir, names))
-    return callbacks
+    return [*callbacks, *_EXTRA.get()]
 
 
 # logger.name parts that are experiment trackers (mtexp.trackers), not files of the run directory.
 TRACKERS = ("tensorboard", "mlflow")
+_EXTRA: ContextVar[tuple[Callback, ...]] = ContextVar("extra_callbacks", default=())
+
+
+@contextmanager
+def extra_callbacks(*callbacks: Callback) -> Iterator[None]:
+    """`default_callbacks` ends with `callbacks` for the runs started inside the block."""
+    token = _EXTRA.set((*_EXTRA.get(), *callbacks))
+    try:
+        yield
+    finally:
+        _EXTRA.reset(token)
 
 
 @contextmanager

@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from mtexp.budget import BudgetConfig
 from mtexp.data.config import DataConfig, data_config
 from mtexp.data.types import DataError
 from mtexp.freezing import FreezingConfig
@@ -91,6 +92,9 @@ class EarlyStoppingConfig:
 
 @dataclass
 class TrainerConfig:
+    """The `trainer` node: the loop's settings; `budget` says how long it trains
+    (`mtexp.budget`; its default, `epochs`, trains `epochs` epochs)."""
+
     epochs: int = 3
     batch_size: int = 32
     eval_batch_size: int = 128
@@ -100,6 +104,7 @@ class TrainerConfig:
     device: str = "auto"
     threads: int | None = None
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
     resume: Any = False
     feature_cache: bool = True
     progress: bool = True

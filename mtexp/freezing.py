@@ -25,7 +25,10 @@ class FreezingConfig:
     `name` is a registered scenario (`mtexp.scenarios`). `head` names the frozen head of a
     frozen-head scenario: a task name, or "A" / "B" for the first sequence / first token task.
     `k` is the number of bottom layers frozen (with the embeddings) for `partial`;
-    `unfreeze_every` is the thaw interval in epochs for `gradual`. `layer_norm` also trains the
+    `unfreeze_every` is the thaw interval in epochs for `gradual`, `thaw_epochs` the epochs over
+    which it spreads its thaw steps (null: the run's budget; 0: one step every `unfreeze_every`
+    epochs whatever the budget). `after_epochs` is the number of epochs a frozen-head scenario
+    trains every part before it freezes the head (0: frozen from the start). `layer_norm` also trains the
     encoder's LayerNorm weights under `bitfit`. For `lora`: the adapters' `rank`, scale `alpha`
     (the update is `alpha / rank * B A`), `dropout` on their input, `target_modules` (module
     names of the backbone, matched as peft matches them: the name or its last dotted
@@ -43,6 +46,8 @@ class FreezingConfig:
     dropout: float = 0.1
     target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
     feed_forward: bool = False
+    thaw_epochs: int | None = None
+    after_epochs: int = 0
 
     def __post_init__(self) -> None:
         if self.name not in SCENARIOS:
@@ -52,6 +57,10 @@ class FreezingConfig:
         if self.unfreeze_every < 1:
             raise ValueError(f"freezing.unfreeze_every must be >= 1, got {self.unfreeze_every}")
         self._check_adapter_options()
+        if self.thaw_epochs is not None and self.thaw_epochs < 0:
+            raise ValueError(f"freezing.thaw_epochs must be >= 0 or null, got {self.thaw_epochs}")
+        if self.after_epochs < 0:
+            raise ValueError(f"freezing.after_epochs must be >= 0, got {self.after_epochs}")
         SCENARIOS[self.name].check(self)
 
     def _check_adapter_options(self) -> None:

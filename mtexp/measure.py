@@ -1,7 +1,14 @@
 """What a finished run measured: the sections of metrics.json.
 
-Scores on dev and test, cost (parameters, time, memory), drift (how far training moved the
-encoder: per-layer CKA to the pre-trained one, STS before and after), convergence, data.
+Scores on dev and test, the budget and how the run ended (`steps`, `stopped_early`,
+`converged`), cost (parameters, time, memory), drift (how far training moved the encoder:
+per-layer CKA to the pre-trained one, STS before and after), convergence, data.
+
+`cost.train_memory_mb` is what training needs, counted from tensors (`mtexp.resources.
+TrainingMemory`): the trainable parameters' gradients and optimizer state, the largest set of
+activations autograd saved in a step, and the frozen-feature cache; the same for the same
+configuration whatever ran before in the process. `cost.peak_memory_mb` is the process's peak
+(resident memory on the CPU, the allocator's peak on a GPU), which does depend on it.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from mtexp.drift import layer_cka, sample_sentences, sts_spearman
 from mtexp.encoder import SentenceEncoder
 from mtexp.metrics import convergence_measures
 from mtexp.model import MultiTaskModel
+from mtexp.resources import MB
 from mtexp.trainer import BatchRunner, TrainResult
 
 
@@ -45,6 +53,7 @@ def run_metrics(run: RunConfig, data: MultiTaskData, features: Features, runner:
         "seed": run.seed,
         "best_epoch": result.state.best_epoch,
         "epochs_run": result.state.epoch,
+        **ending(result),
         "dev": runner.evaluate("dev"),
         "test": runner.evaluate("test"),
         "cost": cost_measures(model, result),
@@ -68,6 +77,21 @@ def cost_measures(model: MultiTaskModel, result: TrainResult) -> dict[str, float
         "train_samples_per_second": round(state.samples_seen / seconds, 2) if seconds else 0.0,
         "peak_memory_mb": round(result.peak_memory_mb, 1),
         "train_memory_mb": round(result.train_memory_mb, 1),
+        **{f"{kind}_memory_mb": round(size / MB, 1) for kind, size in vars(result.memory).items()},
+    }
+
+
+def ending(result: TrainResult) -> dict[str, Any]:
+    """How the run ended: optimizer steps, whether early stopping ended it, whether it converged
+    (false when its best epoch is its last: still improving when the budget ran out; null when
+    nothing trains), and the budget's plan."""
+    state = result.state
+    trained = state.step > 0
+    return {
+        "steps": state.step,
+        "stopped_early": state.stopped_early,
+        "converged": state.best_epoch < state.epoch if trained else None,
+        "budget": result.plan.record(),
     }
 
 

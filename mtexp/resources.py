@@ -1,4 +1,10 @@
-"""Peak memory of a phase of work: the GPU allocator's peak, or resident memory sampled on the CPU."""
+"""Memory: what training needs, counted from tensors; and the peak of a phase of work, the GPU
+allocator's peak or resident memory sampled on the CPU.
+
+What training needs (`TrainingMemory`) is counted, not sampled, so that it does not depend on what
+ran before in the same process: the gradients and optimizer state of the trainable parameters,
+the activations autograd saves for the backward pass, and the frozen-feature cache.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,8 @@ import ctypes
 import os
 import threading
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from types import TracebackType
 
 import torch
@@ -93,3 +101,76 @@ class PeakMemory:
     @property
     def increase_mb(self) -> float:
         return max(self.peak_bytes - self.start_bytes, 0) / MB
+
+
+def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+
+
+def gradient_bytes(parameters: Iterable[torch.nn.Parameter]) -> int:
+    """Bytes the gradients of the trainable ones among `parameters` take (one per parameter)."""
+    return tensor_bytes(p for p in parameters if p.requires_grad)
+
+
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of the tensors in the optimizer's state (AdamW: two moments and a step per parameter)."""
+    return tensor_bytes(value for state in optimizer.state.values() for value in state.values()
+                        if isinstance(value, torch.Tensor))
+
+
+class SavedActivations:
+    """Bytes of the tensors autograd saves for the backward pass while the context is open.
+
+    Counted through `torch.autograd.graph.saved_tensors_hooks`: each storage once, the storages
+    of `parameters` (weights saved for their own gradients, which exist anyway) left out. The
+    trainer counts every step and keeps the largest. The cost is one Python call per saved
+    tensor: under 1% of a MiniLM-L6 step on 32 sentences (1.18 s on 2 CPU threads either way).
+    """
+
+    def __init__(self, parameter_storages: set[int]) -> None:
+        self.skip = parameter_storages
+        self.seen: set[int] = set()
+        self.bytes = 0
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack)
+
+    @staticmethod
+    def storages_of(parameters: Iterable[torch.Tensor]) -> set[int]:
+        return {p.untyped_storage().data_ptr() for p in parameters}
+
+    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        key = storage.data_ptr()
+        if key not in self.skip and key not in self.seen:
+            self.seen.add(key)
+            self.bytes += storage.nbytes()
+        return tensor
+
+    def __enter__(self) -> SavedActivations:
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._hooks.__exit__(*exc)
+
+
+def _unpack(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
+@dataclass
+class TrainingMemory:
+    """What training needs, in bytes: the largest over the run of each kind."""
+
+    gradients: int = 0
+    optimizer: int = 0
+    activations: int = 0
+    cache: int = 0
+
+    @property
+    def total_mb(self) -> float:
+        return (self.gradients + self.optimizer + self.activations + self.cache) / MB
+
+    def observe(self, **sizes: int) -> None:
+        """Keep the larger of each kind's size so far and `sizes`."""
+        for kind, size in sizes.items():
+            setattr(self, kind, max(getattr(self, kind), int(size)))

@@ -9,6 +9,7 @@ the config is validated) and `conf/freezing/<name>.yaml` with `name: <name>`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, ClassVar
 
@@ -35,6 +36,8 @@ class Scenario:
     encoder_trains: ClassVar[bool] = True  # False: the encoder never trains, its outputs can be cached
     anything_trains: ClassVar[bool] = True  # False: the run only evaluates the model as it is
     legacy: ClassVar[bool] = False  # a name kept so that old runs load; no config option of its own
+    # `mtexp-tune` searches learning rates log-uniformly in this range (`mtexp.tune`).
+    lr_range: ClassVar[tuple[float, float]] = (1e-5, 1e-3)
 
     def __init__(self, cfg: FreezingConfig) -> None:
         self.cfg = cfg
@@ -42,6 +45,9 @@ class Scenario:
     @classmethod
     def check(cls, cfg: FreezingConfig) -> None:
         """Raise ValueError, naming the key, when `cfg` cannot work for this scenario."""
+
+    def check_budget(self, epochs: int) -> None:
+        """Raise ValueError, naming the key, when the scenario cannot play out in `epochs` epochs."""
 
     def trainable(self, parts: Collection[Part], kinds: Mapping[str, str], epoch: int) -> set[Part]:
         """The parts among `parts` that train at `epoch` (0-based); `kinds` maps each task to
@@ -117,6 +123,7 @@ class BackboneFrozen(Scenario):
 
     name = "backbone"
     encoder_trains = False
+    lr_range = (1e-4, 1e-1)  # heads alone on fixed features take far larger steps
 
     def trainable(self, parts: Collection[Part], kinds: Mapping[str, str], epoch: int) -> set[Part]:
         return heads(parts)
@@ -137,14 +144,36 @@ class Partial(Scenario):
 
 @register
 class Gradual(Scenario):
-    """ULMFiT's gradual unfreezing: the heads first, then one more encoder layer from the top
-    every `freezing.unfreeze_every` epochs (with the rest of the encoder), the embeddings last."""
+    """ULMFiT's gradual unfreezing: the heads alone in epoch 0, then encoder layers from the top
+    (the first thaw step with the rest of the encoder), the embeddings last: L layers take L + 1
+    thaw steps.
+
+    Pace: one thaw step every `freezing.unfreeze_every` epochs, or faster where the budget needs
+    it. With a horizon of E epochs (`freezing.thaw_epochs`; by default the run's budget in
+    epochs: `trainer.epochs`, the epochs a step budget takes, `max_epochs` under converge or
+    time), the L + 1 steps are spread evenly over epochs 1..D, D = ceil(3E/4) - 1 being the last
+    epoch that starts before the last quarter of the budget, so that the whole encoder, the
+    embeddings included, trains for at least that last quarter. Epoch e has
+    max(e // unfreeze_every, ceil(e (L + 1) / D)) steps thawed (all of them from epoch 0 when
+    D = 0, i.e. E = 1). `freezing.thaw_epochs=0` keeps the plain pace whatever the budget.
+    """
 
     name = "gradual"
 
     def trainable(self, parts: Collection[Part], kinds: Mapping[str, str], epoch: int) -> set[Part]:
-        thawed = max(epoch, 0) // self.cfg.unfreeze_every
-        return heads(parts) | thawed_encoder_parts(num_layers(parts), thawed)
+        layers = num_layers(parts)
+        return heads(parts) | thawed_encoder_parts(layers, self.thaw_steps(epoch, layers))
+
+    def thaw_steps(self, epoch: int, layers: int) -> int:
+        """Thaw steps taken by `epoch` (0-based) for an encoder of `layers` layers (at most L + 1)."""
+        epoch = max(epoch, 0)
+        steps = epoch // self.cfg.unfreeze_every
+        horizon = self.cfg.thaw_epochs
+        if horizon:
+            last = math.ceil(3 * horizon / 4) - 1
+            spread = layers + 1 if last <= 0 else math.ceil(epoch * (layers + 1) / last)
+            steps = max(steps, spread)
+        return min(steps, layers + 1)
 
 
 def thawed_encoder_parts(layers: int, thawed: int) -> set[Part]:
@@ -158,8 +187,15 @@ def thawed_encoder_parts(layers: int, thawed: int) -> set[Part]:
 
 
 class FrozenHead(Scenario):
-    """One head stays at its initial weights; the encoder and the other heads train. The head is
-    `freezing.head` (a task name, or A / B) or, when that is empty, the scenario's `head`."""
+    """One head is frozen; the encoder and the other heads train. The head is `freezing.head`
+    (a task name, or A / B) or, when that is empty, the scenario's `head`.
+
+    `freezing.after_epochs: N` freezes a trained head: every part trains jointly for the first N
+    epochs, then the head is frozen (its parameters keep no gradient and leave the optimizer's
+    updates) and training goes on. The frozen head's loss still counts in the total
+    (`model.loss_weights` unchanged), so the encoder keeps serving the task whose head it can no
+    longer move. N = 0 (the default) freezes the head at its initial weights from the start.
+    """
 
     head: ClassVar[str | None] = None
 
@@ -167,6 +203,11 @@ class FrozenHead(Scenario):
     def check(cls, cfg: FreezingConfig) -> None:
         if not (cfg.head or cls.head):
             raise ValueError(f"freezing.head must name a task (or A / B) when freezing.name={cls.name}")
+
+    def check_budget(self, epochs: int) -> None:
+        if self.cfg.after_epochs and self.cfg.after_epochs >= epochs:
+            raise ValueError(f"freezing.after_epochs={self.cfg.after_epochs} leaves no epoch with the "
+                             f"head frozen in a budget of {epochs} epochs")
 
     def frozen_task(self, kinds: Mapping[str, str]) -> str:
         head = self.cfg.head or self.head
@@ -178,7 +219,8 @@ class FrozenHead(Scenario):
         raise ValueError(f"freezing.head={head!r} is not a task: tasks are {sorted(kinds)} (or A / B)")
 
     def trainable(self, parts: Collection[Part], kinds: Mapping[str, str], epoch: int) -> set[Part]:
-        return set(parts) - {Part.of_head(self.frozen_task(kinds))}
+        frozen = Part.of_head(self.frozen_task(kinds))
+        return set(parts) if epoch < self.cfg.after_epochs else set(parts) - {frozen}
 
 
 @register

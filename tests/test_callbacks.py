@@ -8,8 +8,17 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mtexp.callbacks import Checkpointing, EarlyStopping, StepLogger, default_callbacks, resume_source
-from mtexp.config import EarlyStoppingConfig
+from mtexp.budget import BudgetConfig, BudgetPlan, plan_budget
+from mtexp.callbacks import (
+    Callback,
+    Checkpointing,
+    EarlyStopping,
+    StepLogger,
+    default_callbacks,
+    extra_callbacks,
+    resume_source,
+)
+from mtexp.config import EarlyStoppingConfig, TrainerConfig
 from mtexp.data.types import TaskSpec
 from mtexp.distributed import DistContext
 from mtexp.freezing import FreezingConfig
@@ -22,8 +31,9 @@ from mtexp.trainer import TrainState
 TASKS = [TaskSpec("intent", "sequence", ("a", "b")), TaskSpec("slots", "token", ("O", "B-x", "I-x"))]
 
 
-def fake_trainer(**fields) -> SimpleNamespace:
-    return SimpleNamespace(state=TrainState(), should_stop=False, **fields)
+def fake_trainer(plan: BudgetPlan | None = None, **fields) -> SimpleNamespace:
+    plan = plan or BudgetPlan("epochs", epochs=10, schedule_steps=10, steps_per_epoch=1)
+    return SimpleNamespace(state=TrainState(), should_stop=False, plan=plan, **fields)
 
 
 def end_epochs(callback, trainer, scores: list[float]) -> list[bool]:
@@ -31,7 +41,10 @@ def end_epochs(callback, trainer, scores: list[float]) -> list[bool]:
     stops = []
     for score in scores:
         trainer.state.epoch += 1
-        callback.on_epoch_end(trainer, {"dev.score": score, "dev.intent.accuracy": score})
+        trainer.state.step += trainer.plan.steps_per_epoch
+        row = {"dev.score": score, "dev.intent.accuracy": score}
+        trainer.state.history.append(row)
+        callback.on_epoch_end(trainer, row)
         stops.append(trainer.should_stop)
     return stops
 
@@ -48,6 +61,39 @@ def test_early_stopping_without_patience_never_stops_and_minimises_on_request():
     stops = end_epochs(EarlyStopping(EarlyStoppingConfig(mode="min")), trainer, [0.5, 0.4, 0.7, 0.9])
     assert not any(stops)
     assert trainer.state.best_epoch == 2 and trainer.state.epochs_without_improvement == 2
+
+
+def test_epochs_before_the_scenario_is_complete_are_neither_best_nor_counted():
+    plan = BudgetPlan("epochs", epochs=10, schedule_steps=10, steps_per_epoch=1, complete_from=2)
+    trainer = fake_trainer(plan)
+    stops = end_epochs(EarlyStopping(EarlyStoppingConfig(patience=1)), trainer, [0.9, 0.8, 0.5, 0.4])
+    assert stops == [False, False, False, True]
+    assert trainer.state.best_epoch == 3 and trainer.state.stopped_early
+
+
+def test_early_stopping_waits_for_the_minimum_steps():
+    plan = BudgetPlan("converge", epochs=10, schedule_steps=100, steps_per_epoch=10, patience=1,
+                      min_steps=40)
+    trainer = fake_trainer(plan)
+    stops = end_epochs(EarlyStopping(EarlyStoppingConfig(patience=1)), trainer, [0.5, 0.4, 0.4, 0.4])
+    assert stops == [False, False, False, True]
+
+
+def test_without_a_candidate_epoch_the_last_one_is_the_best():
+    plan = BudgetPlan("time", epochs=10, schedule_steps=10, steps_per_epoch=1, complete_from=5)
+    trainer = fake_trainer(plan)
+    callback = EarlyStopping(EarlyStoppingConfig())
+    end_epochs(callback, trainer, [0.5, 0.7])
+    assert trainer.state.best_score is None
+    callback.on_fit_end(trainer)
+    assert (trainer.state.best_epoch, trainer.state.best_score) == (2, 0.7)
+
+
+def test_converge_takes_its_patience_from_the_budget():
+    plan = plan_budget(TrainerConfig(budget=BudgetConfig("converge", patience=2)), steps_per_epoch=1)
+    trainer = fake_trainer(plan)
+    stops = end_epochs(EarlyStopping(EarlyStoppingConfig(patience=None)), trainer, [0.5, 0.4, 0.4])
+    assert stops == [False, False, True]
 
 
 def test_early_stopping_names_the_dev_metrics_when_its_metric_is_missing():
@@ -91,10 +137,13 @@ def test_resume_source_and_default_callbacks(tmp_path):
     assert resume_source(True, run_dir) is run_dir and resume_source("true", run_dir) is run_dir
     assert resume_source(False, run_dir) is None and resume_source("false", run_dir) is None
     assert resume_source(str(tmp_path / "other"), run_dir).path == tmp_path / "other"
-    run = SimpleNamespace(logger=SimpleNamespace(name="csv", every_steps=5),
-                          trainer=SimpleNamespace(early_stopping=EarlyStoppingConfig(), resume=False))
+    run = SimpleNamespace(logger=SimpleNamespace(name="csv", every_steps=5), trainer=TrainerConfig())
     kinds = [type(c) for c in default_callbacks(run, run_dir, DistContext())]
     assert kinds == [StepLogger, EarlyStopping, Checkpointing]
+    extra = Callback()
+    with extra_callbacks(extra):
+        assert default_callbacks(run, run_dir, DistContext())[-1] is extra
+    assert extra not in default_callbacks(run, run_dir, DistContext())
 
 
 def group_names(optimizer: torch.optim.Optimizer) -> list[str]:

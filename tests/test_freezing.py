@@ -248,3 +248,69 @@ def test_a_run_recorded_under_the_legacy_name_still_loads(tiny_encoder):
     assert (cfg.name, cfg.head) == ("one_head", "A")
     model = make_model(tiny_encoder)
     assert trainable_parts(model, cfg) == trainable_parts(model, FreezingConfig("head_a"))
+
+
+def gradual_steps(layers: int, horizon: int | None, epochs: int, every: int = 1) -> list[int]:
+    scenario = FreezingConfig("gradual", unfreeze_every=every, thaw_epochs=horizon).scenario
+    return [scenario.thaw_steps(epoch, layers) for epoch in range(epochs)]
+
+
+def test_gradual_spreads_its_thaw_over_the_budget():
+    # MiniLM-L6 in 3 epochs: 7 thaw steps (6 layers, then the embeddings) by epoch 2 of 0..2,
+    # the last epoch starting before the budget's last quarter.
+    assert gradual_steps(6, 3, 3) == [0, 4, 7]
+    assert gradual_steps(6, 4, 4) == [0, 4, 7, 7]  # ceil(3 * 4 / 4) - 1 = 2
+    assert gradual_steps(2, 2, 2) == [0, 3]
+    assert gradual_steps(6, 1, 1) == [7]  # one epoch: everything trains from the start
+    # a long budget keeps the plain pace: one step an epoch reaches the embeddings by epoch 7 of 20
+    assert gradual_steps(6, 20, 9) == [0, 1, 2, 3, 4, 5, 6, 7, 7]
+    assert gradual_steps(6, 20, 9, every=2) == [0, 1, 1, 2, 2, 3, 3, 4, 4]  # ceil(e / 2) beats e // 2
+    # without a horizon, or with 0, one step every unfreeze_every epochs whatever the budget
+    assert gradual_steps(6, None, 4) == gradual_steps(6, 0, 4) == [0, 1, 2, 3]
+
+
+def test_gradual_within_a_budget_reaches_the_embeddings(tiny_encoder):
+    model = make_model(tiny_encoder)
+    cfg = FreezingConfig("gradual", thaw_epochs=3)
+    expected = [HEADS, HEADS | {"encoder.layer_0", "encoder.layer_1"},
+                HEADS | {"encoder.layer_0", "encoder.layer_1", "encoder.embeddings"}]
+    assert [names(trainable_parts(model, cfg, epoch)) for epoch in range(3)] == expected
+
+
+def test_a_head_frozen_after_joint_epochs(tiny_encoder):
+    model = make_model(tiny_encoder)
+    cfg = FreezingConfig("head_a", head="A", after_epochs=2)
+    everything = set(part_names(model).values())
+    assert names(trainable_parts(model, cfg, 0)) == names(trainable_parts(model, cfg, 1)) == everything
+    assert names(trainable_parts(model, cfg, 2)) == everything - {"heads.intent"}
+    at_start = FreezingConfig("head_a", head="A")  # after_epochs=0: frozen from the start, as before
+    assert names(trainable_parts(model, at_start, 0)) == everything - {"heads.intent"}
+    with pytest.raises(ValueError, match=r"freezing\.after_epochs=3 leaves no epoch"):
+        FreezingConfig("head_b", after_epochs=3).scenario.check_budget(3)
+    with pytest.raises(ValueError, match=r"freezing\.after_epochs"):
+        FreezingConfig("head_b", after_epochs=-1)
+    with pytest.raises(ValueError, match=r"freezing\.thaw_epochs"):
+        FreezingConfig("gradual", thaw_epochs=-1)
+
+
+def test_a_head_frozen_late_keeps_its_optimizer_place_and_stops_moving(tiny_encoder):
+    from mtexp.optim import ScheduleConfig
+    from mtexp.thawing import Thawing
+
+    model = make_model(tiny_encoder)
+    thawing = Thawing(model, FreezingConfig("head_a", head="A", after_epochs=1),
+                      OptimConfig(lr_encoder=1e-3, lr_head=1e-3), ScheduleConfig())
+    optimizer, _ = thawing.optimizer_at(0, total_steps=10)
+    groups = [group["name"] for group in optimizer.param_groups]
+    for epoch in range(2):
+        thawing.start_epoch(optimizer, epoch)
+        before = copy.deepcopy(model.heads["intent"].state_dict())
+        optimizer.zero_grad(set_to_none=True)
+        model(random_batch(epoch)).loss.backward()
+        optimizer.step()
+        after = model.heads["intent"].state_dict()
+        moved = any(not torch.equal(before[k], after[k]) for k in before)
+        assert moved == (epoch == 0), epoch
+    assert [group["name"] for group in optimizer.param_groups] == groups
+    assert not model.heads["intent"].training  # a frozen head runs without dropout
+    assert thawing.complete_from(epochs=4) == 1

@@ -7,6 +7,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
+
+from mtexp.resources import SavedActivations
+from mtexp.train import run
+from tests.test_budget import config
 
 FAULTS_PER_ALLOCATION = """
 import resource, torch
@@ -56,3 +61,30 @@ def test_reused_freed_memory_stops_page_faults_on_large_allocations():
     assert applied == "True"
     # Usually ~10x fewer; where the heap cannot grow in place some rounds still fault (seen: 2x).
     assert float(reused) < 0.6 * float(default)
+
+
+def test_saved_activations_count_each_storage_once_and_leave_parameters_out():
+    layer = torch.nn.Linear(256, 256)
+    inputs = torch.randn(64, 256, requires_grad=True)
+    with SavedActivations(SavedActivations.storages_of(layer.parameters())) as saved:
+        hidden = layer(inputs)
+        output = (hidden * hidden).sum()  # saves `hidden` (twice, one storage)
+    output.backward()
+    assert saved.bytes == 2 * 64 * 256 * 4  # the input and `hidden`, not the weight
+
+
+def test_training_memory_is_the_same_whatever_ran_before(tmp_path):
+    """Two scenarios training the same parameters report the same memory, in either order, and
+    a frozen head barely changes it (the figure once depended on the job's place in a sweep)."""
+    order = [("none", ()), ("head_a", ()), ("head_b", ("freezing.head=A",)), ("none", ())]
+    memory = [run(config(f"freezing={name}", "trainer.epochs=1", *extra), tmp_path / str(i))["cost"]
+              for i, (name, extra) in enumerate(order)]
+    totals = [cost["train_memory_mb"] for cost in memory]
+    assert totals[0] == totals[3] > 0  # `none` first in the process, and after the others
+    assert totals[1] == totals[2]  # the same parameters train under head_a and head_b with head=A
+    assert abs(totals[0] - totals[1]) < 0.05 * totals[0]
+    parts = ("gradients", "optimizer", "activations", "cache")
+    for cost in memory:
+        assert sum(cost[f"{part}_memory_mb"] for part in parts) == pytest.approx(cost["train_memory_mb"],
+                                                                                 abs=0.3)
+        assert cost["optimizer_memory_mb"] == pytest.approx(2 * cost["gradients_memory_mb"], rel=0.01)

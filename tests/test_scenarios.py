@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -53,7 +54,8 @@ def test_frozen_parameters_are_bitwise_unchanged_and_trainable_ones_move(scenari
     settings = validate(cfg)
     model = build_model(settings, load_data_checked(settings))
     final_epoch = max(metrics["epochs_run"] - 1, 0)
-    apply_freezing(model, settings.freezing, final_epoch)
+    freezing = dataclasses.replace(settings.freezing, thaw_epochs=metrics["budget"]["epochs"])
+    apply_freezing(model, freezing, final_epoch)
     # per parameter: a scenario may train some of a part's parameters
     trains = {name: param.requires_grad for name, param in model.named_parameters()}
     changed = 0
@@ -74,7 +76,8 @@ def test_the_sweeps_name_registered_scenario_options():
 
 
 def test_gradual_unfreezing_logs_the_learning_rate_of_each_thawed_layer(tmp_path):
-    run(config("freezing=gradual", "optim=llrd", "schedule=constant", "trainer.epochs=4"), tmp_path)
+    run(config("freezing=gradual", "optim=llrd", "schedule=constant", "trainer.epochs=4",
+               "freezing.thaw_epochs=0"), tmp_path)  # one layer an epoch, whatever the budget
     history = pd.read_csv(tmp_path / "history.csv")
     lr = 1e-4
     expected = {  # epoch -> layer learning rates present (llrd decay 0.8, 2 layers, constant schedule)
@@ -149,14 +152,39 @@ def test_bf16_cache_is_encoded_under_autocast_and_stored_in_bf16(tmp_path, monke
 
 
 def test_the_feature_cache_counts_in_training_memory(tmp_path, monkeypatch):
-    ballast_mb = 512  # above the allocator's reuse limit (256 MB): fresh pages, whatever ran before
-    build = FeatureCache.build.__func__
+    ballast_mb = 512  # stands in for a large cache
+    counted = FeatureCache.memory_bytes
 
-    def heavy(cls, *args, **kwargs):
-        cache = build(cls, *args, **kwargs)
-        cache.ballast = torch.ones(ballast_mb * 2**20 // 4)  # stands in for a large cache
-        return cache
+    def heavy(cache):
+        return counted(cache) + ballast_mb * 2**20
 
-    monkeypatch.setattr(FeatureCache, "build", classmethod(heavy))
+    monkeypatch.setattr(FeatureCache, "memory_bytes", heavy)
     metrics = run(config("freezing=backbone"), tmp_path / "run")
     assert metrics["cost"]["train_memory_mb"] >= 0.9 * ballast_mb
+    assert metrics["cost"]["cache_memory_mb"] >= ballast_mb
+
+
+def test_gradual_thaws_the_whole_encoder_within_its_budget(tmp_path):
+    metrics = run(config("freezing=gradual", "trainer.epochs=3"), tmp_path)
+    history = pd.read_csv(tmp_path / "history.csv")
+    trainable = history["params_trainable"].tolist()
+    assert trainable[0] < trainable[1] < trainable[2] == metrics["cost"]["params_total"]
+    assert "lr.encoder.embeddings" in history.columns and pd.notna(history["lr.encoder.embeddings"].iloc[2])
+    assert metrics["budget"]["complete_from"] == 2 and metrics["best_epoch"] == 3
+
+
+def test_a_head_frozen_after_one_epoch_keeps_its_trained_weights(tmp_path):
+    """The head trains jointly in epoch 1 (as under `none`, on a constant schedule), then stays."""
+    common = ("schedule=constant", "freezing.head=A")
+    run(config("freezing=none", "trainer.epochs=1", *common), tmp_path / "joint")
+    metrics = run(config("freezing=head_a", "freezing.after_epochs=1", "trainer.epochs=3", *common),
+                  tmp_path / "late")
+    joint, late = load_checkpoint(tmp_path / "joint")["model"], load_checkpoint(tmp_path / "late")["model"]
+    initial = initial_state(config("freezing=head_a", *common))
+    head = [name for name in joint if name.startswith("heads.intent.")]
+    assert head and all(torch.equal(joint[name], late[name]) for name in head)
+    assert not all(torch.equal(initial[name], late[name]) for name in head)  # a trained head
+    assert not torch.equal(joint["heads.slots.1.weight"], late["heads.slots.1.weight"])
+    trainable = pd.read_csv(tmp_path / "late" / "history.csv")["params_trainable"].tolist()
+    assert trainable[0] > trainable[1] == trainable[2] == metrics["cost"]["params_trainable"]
+    assert metrics["budget"]["complete_from"] == 1 and metrics["best_epoch"] >= 2

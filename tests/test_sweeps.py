@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mtexp.config import validate
 from mtexp.results import load_runs
@@ -31,6 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 SWEEPS = REPO / "sweeps"
 CONF = REPO / "conf"
 PRESETS = sorted(p.stem for p in SWEEPS.glob("*.yaml"))
+TUNE_PRESETS = [name for name in PRESETS if name.startswith("tune_")]  # mtexp-tune presets
+TRAIN_PRESETS = [name for name in PRESETS if name not in TUNE_PRESETS]
 TINY = ("backbone=tiny", "data.size=400", "trainer=quick", "eval.cka_sentences=16", "eval.train_subset=0")
 RUN_FILES = ("config.yaml", "overrides.yaml", "choices.yaml", "status.json", ".hydra")
 COMPLETED_FILES = (*RUN_FILES, "metrics.json", "history.csv", "env.json", "labels.json",
@@ -106,14 +108,16 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # ----- presets: composition and job counts (fast) -----------------------------------------------
 def test_presets_are_documented() -> None:
-    assert {"freezing", "lr", "learning_curve", "schedule"} <= set(PRESETS)
+    assert {"freezing", "lr", "learning_curve", "schedule"} <= set(TRAIN_PRESETS)
+    assert {"tune_freezing", "tune_lr", "tune_learning_curve"} <= set(TUNE_PRESETS)
     assert set(documented_runs()) == set(PRESETS)
     readme = (SWEEPS / "README.md").read_text()
     for name in PRESETS:
-        assert f"mtexp-train -m -cd sweeps -cn {name}" in readme
+        command = "mtexp-tune" if name in TUNE_PRESETS else "mtexp-train"
+        assert f"{command} -m -cd sweeps -cn {name}" in readme
 
 
-@pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize("name", TRAIN_PRESETS)
 def test_preset_expands_to_documented_valid_jobs(name: str) -> None:
     jobs = expand(name)
     assert len(jobs) == documented_runs()[name]
@@ -135,8 +139,30 @@ def test_sweep_dir_names_preset_data_and_time(name: str) -> None:
     cfg = compose_preset(name, ["data=snips"], hydra=True)
     sweep = OmegaConf.to_container(cfg.hydra.sweep, resolve=False)
     assert sweep["dir"].startswith(f"multirun/{name}_${{data.name}}/${{now:")
-    assert sweep["subdir"] == "${hydra.job.num}_seed${seed}"
+    if name in TUNE_PRESETS:  # one folder per configuration, its seeds inside
+        assert sweep["subdir"].startswith("${hydra.job.num}_")
+    else:
+        assert sweep["subdir"] == "${hydra.job.num}_seed${seed}"
     assert OmegaConf.select(cfg, "data.name") == "snips"
+
+
+@pytest.mark.parametrize("name", TUNE_PRESETS)
+def test_tune_preset_expands_to_documented_configurations_under_the_fair_protocol(name: str) -> None:
+    from mtexp.tune import TuneConfig, search_space
+
+    jobs = expand(name)
+    assert len(jobs) == documented_runs()[name]
+    assert all("seed" not in dict(item.split("=", 1) for item in job) for job in jobs)
+    for job in jobs:
+        cfg = compose_preset(name, job)
+        tune = TuneConfig(**OmegaConf.to_container(cfg.tune))
+        assert tune.seeds == [0, 1, 2] and tune.pruner == "median" and tune.trials >= 10
+        with open_dict(cfg):
+            cfg.pop("tune")
+        run = validate(cfg)
+        assert run.trainer.budget.name == "converge" and run.trainer.budget.min_steps >= 300
+        space = search_space(run)
+        assert bool(space) == run.freezing.scenario.anything_trains
 
 
 def test_command_line_sweep_replaces_preset_values() -> None:
@@ -307,3 +333,31 @@ def test_requeued_submitit_job_resumes_from_its_checkpoint(tmp_path: Path, cache
     before = pd.DataFrame(interrupted["history"])
     pd.testing.assert_frame_equal(history.iloc[: len(before)][before.columns], before,
                                   check_dtype=False)
+
+
+@pytest.mark.slow
+def test_a_tune_preset_tunes_confirms_and_reports_end_to_end(tmp_path: Path, cache: Path) -> None:
+    """`mtexp-tune -m` on the freezing preset, two scenarios: `none` tuned (2 trials) and
+    confirmed with three seeds, each in its own process; `all` not tuned; the report covers the
+    confirm runs only. Started again on the same folder, it finds everything done."""
+    sweep = tmp_path / "sweep"
+    args = ["-cd", "sweeps", "-cn", "tune_freezing", *TINY, "data.unseen_label=fallback",
+            "freezing=none,all", "tune.trials=2", "trainer.budget.max_epochs=2",
+            "trainer.budget.min_steps=0", f"hydra.sweep.dir={sweep}"]
+    command = [sys.executable, "-m", "mtexp.tune", "-m", *args]
+    done = subprocess.run(command, cwd=REPO, env=env(cache), capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (sweep / "tuning.db").is_file()
+    tuned = json.loads((sweep / "0_none" / "tuning.json").read_text())
+    assert tuned["trials"] == 2 and set(tuned["best"]) == {"optim.lr"}
+    assert tuned["configuration"]["freezing"] == "none" and tuned["study"].startswith("tune_freezing: ")
+    assert json.loads((sweep / "1_all" / "tuning.json").read_text())["trials"] == 0
+    runs = load_runs(*sorted(sweep.glob("*/seed*")))
+    assert sorted(runs["freezing"]) == ["all"] * 3 + ["none"] * 3
+    assert set(runs["status"]) == {"completed"} and set(runs["seed"]) == {0, 1, 2}
+    assert len(list((sweep / "0_none" / "trials").iterdir())) == 2
+    summary = pd.read_csv(sweep / "report" / "summary.csv").set_index("freezing")
+    assert summary.loc["none", "n"] == 3 and summary.loc["all", "n"] == 3  # no trial among them
+    again = subprocess.run(command, cwd=REPO, env=env(cache), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(list((sweep / "0_none" / "trials").iterdir())) == 2  # no trial run twice
