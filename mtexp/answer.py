@@ -92,7 +92,7 @@ def front_answers(runs: pd.DataFrame, by: Sequence[str]) -> list[DataSetAnswer]:
         rows = front.configuration_front(sub, score, costs)
         reference = front.reference_of(sub)
         budgets = [b for b in front.BUDGETS if b.cost is None or b.cost in costs]
-        recs = front.recommendations(rows, score, reference, budgets)
+        recs = front.recommendations(rows, score, reference, budgets, table=sub)
         answers.append(DataSetAnswer(
             str(data_set), _front_table(sub, rows, score, costs, reference),
             _recommendation_table(recs, score, costs),

@@ -64,9 +64,9 @@ def score_column(runs: pd.DataFrame) -> str | None:
 
 def data_set_columns(runs: pd.DataFrame, by: Sequence[str]) -> list[str]:
     """What tells data sets apart: the `data` choice (else `cfg.data.name`) and any
-    `cfg.data.*` grouping column (e.g. the train fraction of a learning curve)."""
+    `cfg.data.*` or `data.*` grouping column (e.g. the train fraction of a learning curve)."""
     name = DATA if DATA in runs.columns else "cfg.data.name" if "cfg.data.name" in runs.columns else None
-    extra = [b for b in by if b.startswith("cfg.data.") and b != name]
+    extra = [b for b in by if b.startswith(("cfg.data.", "data.")) and b != name]
     return ([name] if name else []) + extra
 
 
@@ -77,8 +77,7 @@ def configuration_columns(runs: pd.DataFrame, by: Sequence[str]) -> list[str]:
 
 
 def _label(row: pd.Series, columns: Sequence[str]) -> str:
-    parts = [f"{c.rsplit('.', 1)[-1]}={row[c]}" if c.startswith("cfg.") else str(row[c])
-             for c in columns]
+    parts = [f"{c.rsplit('.', 1)[-1]}={row[c]}" if "." in c else str(row[c]) for c in columns]
     return " / ".join(parts) or "all runs"
 
 
@@ -176,38 +175,45 @@ class Recommendation:
 
 
 def recommendations(front: pd.DataFrame, score: str, reference: pd.Series | None,
-                    budgets: Sequence[Budget] = BUDGETS) -> list[Recommendation]:
+                    budgets: Sequence[Budget] = BUDGETS,
+                    table: pd.DataFrame | None = None) -> list[Recommendation]:
     """Per budget, the front's best-scoring configuration within it (ties: the cheaper one on
-    the budget's cost). A budget on a cost without a reference mean, or a cost the front lacks,
+    the budget's cost), and the configurations of `table` (default: the front) within the budget
+    whose mean score lies inside its interval. A budget on a cost without a reference mean
     recommends nothing and says why."""
+    table = front if table is None else table
     out = []
     for budget in budgets:
-        limit, fits, reason = None, front, ""
-        if budget.cost is not None:
-            ref = reference.get(mean(budget.cost)) if reference is not None else None
-            if ref is None or pd.isna(ref):
-                out.append(Recommendation(budget, None, None, reason="no full fine-tuning runs "
-                                          "to set the limit" if reference is None else
-                                          "full fine-tuning did not record this cost"))
-                continue
-            limit = budget.share * float(ref)
-            column = mean(budget.cost)
-            fits = front[front[column].le(limit)] if column in front else front.iloc[0:0]
-            reason = "" if len(fits) else "no configuration within the limit"
-        out.append(_best(budget, limit, fits, score, reason))
+        if budget.cost is None:
+            out.append(_best(budget, None, front, table, score))
+            continue
+        ref = reference.get(mean(budget.cost)) if reference is not None else None
+        if ref is None or pd.isna(ref):
+            reason = "no full fine-tuning runs to set the limit" if reference is None else \
+                "full fine-tuning did not record this cost"
+            out.append(Recommendation(budget, None, None, reason=reason))
+            continue
+        limit = budget.share * float(ref)
+        out.append(_best(budget, limit, _within(front, budget.cost, limit),
+                         _within(table, budget.cost, limit), score))
     return out
 
 
-def _best(budget: Budget, limit: float | None, fits: pd.DataFrame, score: str,
-          reason: str) -> Recommendation:
+def _within(table: pd.DataFrame, cost: str, limit: float) -> pd.DataFrame:
+    column = mean(cost)
+    return table[table[column].le(limit)] if column in table else table.iloc[0:0]
+
+
+def _best(budget: Budget, limit: float | None, fits: pd.DataFrame, others: pd.DataFrame,
+          score: str) -> Recommendation:
     if fits.empty:
-        return Recommendation(budget, limit, None, reason=reason)
+        return Recommendation(budget, limit, None, reason="no configuration within the limit")
     order = [mean(score)] + ([mean(budget.cost)] if budget.cost and mean(budget.cost) in fits else [])
-    ranked = fits.sort_values(order, ascending=[False, *[True] * (len(order) - 1)], kind="stable")
-    best = ranked.iloc[0]
+    best = fits.sort_values(order, ascending=[False, *[True] * (len(order) - 1)], kind="stable").iloc[0]
     low, high = best.get(f"{score}{STAT_SEP}ci_low"), best.get(f"{score}{STAT_SEP}ci_high")
-    close = ()
+    close: tuple[str, ...] = ()
     if pd.notna(low) and pd.notna(high):
-        others = ranked.iloc[1:]
-        close = tuple(others.loc[others[mean(score)].between(low, high), CONFIGURATION].astype(str))
+        rest = others[others[CONFIGURATION] != best[CONFIGURATION]]
+        rest = rest.sort_values(mean(score), ascending=False, kind="stable")
+        close = tuple(rest.loc[rest[mean(score)].between(low, high), CONFIGURATION].astype(str))
     return Recommendation(budget, limit, best, close)

@@ -132,8 +132,8 @@ ANSWER_INTRO = (
     "configuration is on the **Pareto front** when no other one scores at least as well at no "
     "more time, memory and trainable parameters, and better or cheaper on one of them. The "
     "recommendations read the best configuration per budget off that front; 'also within its "
-    "interval' names the configurations within the budget whose mean score lies inside the "
-    "recommended one's interval (as good, within the seeds' noise).")
+    "interval' names the other configurations within the budget, on the front or not, whose "
+    "mean score lies inside the recommended one's interval (as good, within the seeds' noise).")
 
 
 def render_answer(answers: list[DataSetAnswer], markup: Markup, heading: Callable[[str], str],

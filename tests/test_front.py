@@ -79,6 +79,11 @@ def test_recommendations_per_budget() -> None:
     assert none.row is None and none.reason == "no configuration within the limit"
     (no_ref,) = front.recommendations(rows, "s", None, front.BUDGETS[1:2])
     assert no_ref.row is None and "no full fine-tuning" in no_ref.reason
+    # a beaten configuration is never recommended, yet is named when as good within the interval
+    beaten = pd.concat([rows, pd.DataFrame([summary_row("slow", (0.958, 0.95, 0.966), 320, 900)])])
+    best, fast, _ = front.recommendations(rows, "s", front.reference_of(rows), table=beaten)
+    assert best.row["configuration"] == "full" and best.close == ("slow", "head")
+    assert fast.row["configuration"] == "partial" and fast.close == ()
 
 
 def runs_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
