@@ -14,6 +14,7 @@ import numpy as np
 
 SIGNIFICANT = 3
 MAX_DECIMALS = 6
+EXACT = 1e-9  # a std below this share of the mean is rounding error: the runs agree exactly
 # Kinds of quantity, read from a metric's name (`metric_kind`), and their units: (size, name)
 # from the smallest up; a value takes the largest unit it reaches. Counts join their unit
 # without a space (22.6M).
@@ -112,7 +113,7 @@ def estimate(mean: Any, std: Any = None, low: Any = None, high: Any = None, kind
         return "–"
     if _missing(std) or _missing(low) or _missing(high):
         return number(mean, kind, digits)
-    if std == 0 or low == high:
+    if std <= EXACT * abs(mean) or low == high:  # equal values, up to floating-point rounding
         return f"{number(mean, kind, digits)} exact"
     size, unit = unit_for(float(mean), kind)
     scaled = [float(v) / size for v in (mean, std, low, high)]

@@ -153,6 +153,7 @@ def test_readable_numbers() -> None:
     assert estimate(0.9585, 0.0005, 0.9573, 0.9597) == "0.959 ± 0.0005 [0.957, 0.960]"
     assert estimate(1635, 19, 1589, 1681, "megabytes") == "1.60 ± 0.02 [1.55, 1.64] GB"
     assert estimate(0.97, float("nan"), float("nan"), float("nan")) == "0.970"
+    assert estimate(44.7, 7e-15, 44.7 - 2e-14, 44.7 + 2e-14, "megabytes") == "44.7 MB exact"
     assert estimate(float("nan")) == "–"
     assert number(33_110, "count") == "33.1k" and number(3, "count") == "3" and number(12_345.6) == "12,300"
     assert number(7200, "seconds") == "2.00 h" and number(-0.000123) == "-0.000123"
