@@ -1,5 +1,7 @@
-"""Report figures (matplotlib, no pyplot state): quality vs cost, dev curves, CKA per layer,
-learning curves. Each builder returns a Figure, or None when the runs lack what it needs.
+"""Report figures (matplotlib, no pyplot state): the Pareto front of score against cost, quality
+vs cost, dev curves, CKA per layer, learning curves.
+
+Each builder returns a Figure, or None when the runs lack what it needs.
 
 `PLOTS` lists the report's figures in page order; a new one is a function
 `(runs, histories, by) -> Figure | None` decorated with `@register_plot(name, caption)`.
@@ -8,6 +10,7 @@ learning curves. Each builder returns a Figure, or None when the runs lack what 
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -16,7 +19,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from mtexp.results import FRACTION, completed_mask, sort_groups, task_metrics
+from mtexp import front
+from mtexp.results import FRACTION, STAT_SEP, completed_mask, sort_groups, task_metrics
 
 PANEL = (4.8, 3.6)
 PlotBuilder = Callable[[pd.DataFrame, pd.DataFrame, Sequence[str]], Figure | None]
@@ -74,6 +78,68 @@ def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
+
+
+COST_AXES = {"cost.train_seconds": "training time (s)", "cost.train_memory_mb": "training memory (MB)",
+             "cost.params_trainable": "trainable parameters"}
+FRONT_CAPTION = ("Pareto front per data set: test score (mean, 95% interval over seeds) against each "
+                 "training cost. Filled and named: configurations no other one beats on score and "
+                 "every cost at once; hollow: beaten; dashed: the front on that cost alone.")
+
+
+@register_plot("pareto_front", FRONT_CAPTION)
+def pareto_front(df: pd.DataFrame, hist: pd.DataFrame, by: Sequence[str]) -> Figure | None:
+    """Per data set (rows) and cost (columns): every configuration's score against its cost."""
+    score = front.score_column(df)
+    table = front.configurations(df, by, score)
+    costs = [c for c in COST_AXES if table.get(front.mean(c), pd.Series(dtype=float)).notna().any()]
+    if table.empty or not costs:
+        return None
+    data_sets = list(dict.fromkeys(table[front.DATA_SET]))
+    fig = Figure(figsize=(PANEL[0] * len(costs), PANEL[1] * len(data_sets)), layout="constrained")
+    FigureCanvasAgg(fig)
+    for i, data_set in enumerate(data_sets):
+        sub = table[table[front.DATA_SET] == data_set]
+        on_front = set(front.configuration_front(sub, score)[front.CONFIGURATION])
+        for j, cost in enumerate(costs):
+            ax = fig.add_subplot(len(data_sets), len(costs), i * len(costs) + j + 1)
+            _front_panel(ax, sub, score, cost, on_front)
+            ax.set(xlabel=COST_AXES[cost], ylabel=score, title=f"{data_set}: score vs {front.COSTS[cost]}")
+    return fig
+
+
+def _front_panel(ax, table: pd.DataFrame, score: str, cost: str, on_front: set[str]) -> None:
+    x, y = table[front.mean(cost)].astype(float), table[front.mean(score)].astype(float)
+    low = (y - table[f"{score}{STAT_SEP}ci_low"].astype(float)).fillna(0).clip(lower=0)
+    high = (table[f"{score}{STAT_SEP}ci_high"].astype(float) - y).fillna(0).clip(lower=0)
+    best = table[front.CONFIGURATION].isin(on_front).to_numpy()
+    for mask, style in ((best, {"fmt": "o"}), (~best, {"fmt": "o", "mfc": "none", "color": "0.55"})):
+        ax.errorbar(x[mask], y[mask], yerr=[low[mask], high[mask]], capsize=3, **style)
+    logs = [math.log10(1 + max(float(v), 0.0)) for v in (x.min(), x.max())]
+    middle = 10 ** (sum(logs) / 2) - 1  # half way across the axis (symlog, roughly)
+    for (xi, yi), names in _near(x[best], y[best], table[front.CONFIGURATION][best]).items():
+        text = ", ".join(names[:2]) + (f" +{len(names) - 2}" if len(names) > 2 else "")
+        right = xi > middle  # labels of the costly points go to their left, inside the panel
+        ax.annotate(text, (xi, yi), textcoords="offset points", xytext=(-4 if right else 4, -10),
+                    ha="right" if right else "left", fontsize=7).set_in_layout(False)
+    alone = front.configuration_front(table, score, [cost]).sort_values(front.mean(cost))
+    ax.step(alone[front.mean(cost)], alone[front.mean(score)], where="post", ls="--", lw=1, color="C0")
+    positive = x[x > 0]
+    floor = 10.0 ** math.floor(math.log10(positive.min())) if len(positive) else 1.0
+    ax.set_xscale("symlog", linthresh=floor)
+    ax.grid(alpha=0.3)
+
+
+def _near(x: pd.Series, y: pd.Series, names: pd.Series) -> dict[tuple[float, float], list[str]]:
+    """Points' names, those of points that would print on top of each other (within 3% of the
+    score range and a fifth of a decade of cost) joined under the first one."""
+    span = max(float(y.max() - y.min()), 1e-9) if len(y) else 1.0
+    spots: dict[tuple[float, float], list[str]] = {}
+    for xi, yi, name in zip(x, y, names, strict=True):
+        spot = next((s for s in spots if abs(s[1] - yi) < 0.03 * span
+                     and abs(math.log10(1 + s[0]) - math.log10(1 + xi)) < 0.2), (xi, yi))
+        spots.setdefault(spot, []).append(str(name))
+    return spots
 
 
 def quality_vs(df: pd.DataFrame, by: Sequence[str], x: str, xlabel: str) -> Figure | None:

@@ -1,5 +1,8 @@
 """`mtexp-report SWEEP_DIR... [--out DIR] [--by freezing]`: tables, plots, claims and one HTML page.
 
+The page and summary.md open with the answer (per data set, the Pareto front of test score against
+training cost and the best configuration per budget), then the claims' verdicts (per data set
+when the runs cover several), then the details: summary tables, plots, the claims' evidence.
 Also `ReportCallback`, a Hydra callback that runs the same report at the end of a multirun.
 """
 
@@ -11,10 +14,9 @@ import datetime as dt
 import html
 import logging
 import os
-import re
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +24,24 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from mtexp.claims import ClaimResult, claims_overview, evaluate_claims
-from mtexp.formatting import decimals, fmt
+from mtexp import front
+from mtexp.answer import DataSetAnswer, Table, claims_per_data_set, front_answers, verdicts_by_data_set
+from mtexp.claims import ClaimResult, evaluate_claims
+from mtexp.formatting import estimate, fmt, metric_kind
 from mtexp.io import atomic_write_bytes, atomic_write_text
 from mtexp.plots import PLOTS, group_label, make_plots, png_bytes
+from mtexp.render import (
+    CSS,
+    HTML,
+    MARKDOWN,
+    claims_markdown,
+    html_table,
+    md_table,
+    overview_table,
+    render_answer,
+    render_claims,
+    render_verdicts,
+)
 from mtexp.results import (
     STAT_SEP,
     default_metrics,
@@ -38,19 +54,22 @@ from mtexp.results import (
     varying_columns,
 )
 from mtexp.scenarios import GROUP
-from mtexp.verdicts import RULE_POINTS, rules_table
 
+__all__ = ["Report", "ReportCallback", "build_report", "choose_by", "claims_markdown", "fmt",
+           "main", "parse_args", "prepare_report", "render_html", "split_option", "summary_tables"]
 log = logging.getLogger(__name__)
-Table = tuple[list[str], list[list[str]]]
+FRONT_PLOT = "pareto_front"
+ANSWER_TITLE = "Answer: test score against training cost"
+LEGEND = ("Cells: mean ± std [95% t-interval over seeds], three significant digits, in the unit of "
+          "the mean (parameters in k/M, times in s/min, memory in MB/GB); 'exact' where every run "
+          "gives the same value; n = completed runs; unconverged = completed runs whose "
+          "metrics.json records `converged: false` ('unknown': runs that predate the record).")
 
 
 def _cell(row: pd.Series, metric: str, n: int) -> str:
     get = lambda s: row.get(f"{metric}{STAT_SEP}{s}")  # noqa: E731
-    if pd.isna(get("mean")):
-        return "–"
-    d = decimals(get("mean"))
-    text = f"{fmt(get('mean'), d)} ± {fmt(get('std'), d)} [{fmt(get('ci_low'), d)}, {fmt(get('ci_high'), d)}]"
-    return text if get("n") == n else f"{text} (n={int(get('n'))})"
+    text = estimate(get("mean"), get("std"), get("ci_low"), get("ci_high"), metric_kind(metric))
+    return text if text == "–" or get("n") == n else f"{text} (n={int(get('n'))})"
 
 
 def _unconverged(row: pd.Series) -> str:
@@ -80,105 +99,6 @@ def summary_tables(summary: pd.DataFrame, by: Sequence[str], metrics: Sequence[s
     return tables
 
 
-def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-    lines = ["| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(map(esc, r)) + " |" for r in rows])
-
-
-def html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _minimum(e: pd.Series) -> str:
-    if e["effect_kind"] == "std ratio":
-        return f"x{e['minimum']:g}"
-    if pd.isna(e["minimum"]):
-        return "–"
-    return f"margin {fmt(e['minimum'])}" if e["direction"] == "not_lower" else f"±{fmt(e['minimum'])}"
-
-
-def evidence_table(res: ClaimResult) -> Table:
-    header = ["check", "scenario", "reference", "kind", "n", "reference value", "scenario value",
-              "effect [95% CI]", "minimum effect", "relative", "unconverged", "verdict", "note"]
-    rows = []
-    for _, e in res.evidence.iterrows():
-        effect = f"{fmt(e['effect'])} [{fmt(e['ci_low'])}, {fmt(e['ci_high'])}]"
-        rel = "–" if pd.isna(e["relative"]) else f"{100 * e['relative']:+.1f}%"
-        rows.append([f"{e['check']} ({e['metric']})", e["treatment"], e["reference"], e["effect_kind"],
-                     str(e["n"]), fmt(e["reference_mean"]), fmt(e["treatment_mean"]), effect,
-                     _minimum(e), rel, e["unconverged"], e["verdict"], e["note"] or "–"])
-    return header, rows
-
-
-def _claim_lines(res: ClaimResult) -> list[tuple[str, str]]:
-    spec = res.spec
-    lines = [("Claim", spec.text)]
-    lines += [("Verdict by part", "; ".join(map(str, res.parts)))] if res.parts else []
-    lines += [("Note", spec.note)] if spec.note else []
-    lines += [("Runs that would decide it", res.missing)] if res.missing else []
-    lines += [("Not recorded", "; ".join(dict.fromkeys(res.notes)))] if res.notes else []
-    lines += [("Literature", spec.literature)] if spec.literature else []
-    return lines
-
-
-@dataclass(frozen=True)
-class Markup:
-    """How the claims render in one format: tables, claim headings, labelled paragraphs and
-    bullet lists (texts use Markdown bold and code), and what follows each block."""
-
-    table: Callable[[Sequence[str], Sequence[Sequence[str]]], str]
-    heading: Callable[[ClaimResult], str]
-    paragraph: Callable[[str, str], str]
-    bullets: Callable[[Sequence[str]], str]
-    gap: tuple[str, ...]
-
-
-def inline_html(text: str) -> str:
-    """Escaped HTML with Markdown's **bold** and `code`."""
-    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(text))
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
-
-
-def _html_heading(res: ClaimResult) -> str:
-    verdict = res.verdict.split(" ")[0]
-    return (f"<h3>{res.spec.id}: {html.escape(res.spec.scenario)} — "
-            f"<span class='{verdict}'>{html.escape(res.verdict)}</span></h3>")
-
-
-MARKDOWN = Markup(md_table, lambda res: f"## {res.spec.id}: {res.spec.scenario} — {res.verdict}",
-                  lambda label, text: f"**{label}.** {text}\n",
-                  lambda items: "\n".join(f"- {item}" for item in items) + "\n", ("",))
-HTML = Markup(html_table, _html_heading,
-              lambda label, text: f"<p><b>{label}.</b> {inline_html(text)}</p>",
-              lambda items: "<ul>" + "".join(f"<li>{inline_html(i)}</li>" for i in items) + "</ul>",
-              ())
-
-
-def render_claims(results: list[ClaimResult], markup: Markup) -> str:
-    """The rule with its minimum effects, the overview table, and per claim its verdict, parts,
-    texts and evidence."""
-    overview = claims_overview(results)
-    parts = [markup.paragraph("Rule", "How each verdict below is reached:"),
-             markup.bullets(RULE_POINTS),
-             markup.paragraph("Minimum effects and chance levels", "One row per family of metric "
-                              "columns; the first matching row applies."),
-             markup.table(*rules_table()), *markup.gap,
-             markup.table(list(overview.columns), overview.astype(str).to_numpy().tolist()), *markup.gap]
-    for res in results:
-        parts += [markup.heading(res), *markup.gap]
-        parts += [markup.paragraph(label, text) for label, text in _claim_lines(res)]
-        if len(res.evidence):
-            parts += [markup.table(*evidence_table(res)), *markup.gap]
-    return "\n".join(parts)
-
-
-def claims_markdown(results: list[ClaimResult]) -> str:
-    return "\n".join(["# Claims: measured evidence and verdicts", "", render_claims(results, MARKDOWN)])
-
-
 def _short(path: str, root: Path) -> str:
     try:
         return str(Path(path).relative_to(root.resolve()))
@@ -195,40 +115,17 @@ def run_issues(df: pd.DataFrame, root: Path) -> Table:
     return ["run", "status", "seed", "error / problems"], rows
 
 
-CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}
-table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}
-th{background:#f3f3f3}img{max-width:100%}.supported{color:#176d1b}.contradicted{color:#b3261e}
-.inconclusive{color:#8a6d00}.mixed{color:#a14d00}.not{color:#555}figcaption{font-size:13px;color:#444}"""
-
-
-def render_html(meta: list[str], tables: dict[str, Table], issues: Table,
-                pngs: dict[str, bytes], results: list[ClaimResult]) -> str:
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>mtexp report</title>"
-             f"<style>{CSS}</style></head><body><h1>mtexp report</h1>"]
-    parts += [f"<p>{html.escape(line)}</p>" for line in meta]
-    parts.append("<h2>Summary (mean ± std [95% CI] over seeds)</h2>")
-    for title, table in tables.items():
-        parts += [f"<h3>{html.escape(title)}</h3>", html_table(*table)]
-    if issues[1]:
-        parts += ["<h3>Runs not aggregated or with problems</h3>", html_table(*issues)]
-    parts.append("<h2>Plots</h2>")
-    for name, data in pngs.items():
-        b64 = base64.b64encode(data).decode("ascii")
-        parts.append(f"<figure><img alt='{name}' src='data:image/png;base64,{b64}'>"
-                     f"<figcaption>{html.escape(PLOTS[name].caption)}</figcaption></figure>")
-    parts += ["<h2>Claims</h2>", render_claims(results, HTML), "</body></html>"]
-    return "\n".join(parts)
-
-
 def choose_by(df: pd.DataFrame, by: Sequence[str] | None) -> list[str]:
     """`by` as given, else the group/config columns that vary between runs, else the freezing
-    scenario."""
+    scenario; the data set comes first whenever the runs cover several."""
     if by:
-        return list(by)
-    varying = varying_columns(df)
-    if varying:
-        return varying
-    return [GROUP] if GROUP in df.columns else group_columns_of(df)[:1]
+        chosen = list(by)
+    else:
+        chosen = varying_columns(df) or ([GROUP] if GROUP in df.columns else group_columns_of(df)[:1])
+    data = front.data_set_columns(df, ())
+    if data and data[0] not in chosen and df[data[0]].nunique() > 1:
+        chosen.insert(0, data[0])
+    return chosen
 
 
 @dataclass
@@ -243,22 +140,77 @@ class Report:
     results: list[ClaimResult]
     meta: list[str]
     issues: Table
+    answers: list[DataSetAnswer] = field(default_factory=list)
+    per_data_set: dict[str, list[ClaimResult]] = field(default_factory=dict)
+
+    @property
+    def score(self) -> str:
+        return front.score_column(self.runs) or "test score"
+
+    @property
+    def has_front_plot(self) -> bool:
+        """Whether the front has a cost to plot against (the `pareto_front` figure exists)."""
+        return any(len(a.front[0]) > 3 for a in self.answers)
+
+    def verdicts_per_data_set(self) -> tuple[Table, list[str]] | None:
+        return verdicts_by_data_set(self.per_data_set) if self.per_data_set else None
 
     def summary_markdown(self) -> str:
-        legend = ("Cells: mean ± std [95% t-interval over seeds]; n = completed runs; unconverged "
-                  "= completed runs whose metrics.json records `converged: false` ('unknown': runs "
-                  "that predate the record).")
-        md = ["# Summary", "", *self.meta, "", legend, ""]
+        md = ["# Summary", "", *self.meta, ""]
+        if self.answers:
+            md += [f"## {ANSWER_TITLE}", "",
+                   render_answer(self.answers, MARKDOWN, lambda name: f"### {name}\n", self.score)]
+            md += ["![Pareto front](pareto_front.png)", ""] if self.has_front_plot else []
+        md += ["## Claims", "", "Verdict and parts of each claim; the rule and the evidence are in "
+               "claims.md.", "", overview_table(self.results, MARKDOWN), ""]
+        if (by_set := self.verdicts_per_data_set()) is not None:
+            md += ["### Verdicts per data set", "", render_verdicts(*by_set, MARKDOWN), ""]
+        md += ["## Details", "", LEGEND, ""]
         for title, table in self.tables.items():
-            md += [f"## {title}", "", md_table(*table), ""]
+            md += [f"### {title}", "", md_table(*table), ""]
         if self.issues[1]:
-            md += ["## Runs not aggregated or with problems", "", md_table(*self.issues), ""]
+            md += ["### Runs not aggregated or with problems", "", md_table(*self.issues), ""]
         return "\n".join(md)
+
+
+def _figure(name: str, data: bytes) -> str:
+    b64 = base64.b64encode(data).decode("ascii")
+    return (f"<figure><img alt='{name}' src='data:image/png;base64,{b64}'>"
+            f"<figcaption>{html.escape(PLOTS[name].caption)}</figcaption></figure>")
+
+
+def render_html(report: Report, pngs: dict[str, bytes]) -> str:
+    """The self-contained page: answer, claims, then the details (tables, plots, evidence)."""
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'>"
+             f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
+             f"<title>mtexp report</title><style>{CSS}</style></head><body><h1>mtexp report</h1>"]
+    parts += [f"<p>{html.escape(line)}</p>" for line in report.meta]
+    if report.answers:
+        parts += [f"<section id='answer'><h2>{ANSWER_TITLE}</h2>",
+                  render_answer(report.answers, HTML, lambda name: f"<h3>{html.escape(name)}</h3>",
+                                report.score)]
+        parts += [_figure(FRONT_PLOT, pngs[FRONT_PLOT])] if FRONT_PLOT in pngs else []
+        parts.append("</section>")
+    parts += ["<section id='claims'><h2>Claims</h2>", overview_table(report.results, HTML)]
+    if (by_set := report.verdicts_per_data_set()) is not None:
+        parts += ["<h3>Verdicts per data set</h3>", render_verdicts(*by_set, HTML)]
+    parts += ["</section><section id='details'><h2>Summary (mean ± std [95% CI] over seeds)</h2>",
+              f"<p>{html.escape(LEGEND)}</p>"]
+    for title, table in report.tables.items():
+        parts += [f"<h3>{html.escape(title)}</h3>", html_table(*table)]
+    if report.issues[1]:
+        parts += ["<h3>Runs not aggregated or with problems</h3>", html_table(*report.issues)]
+    parts.append("<h2>Plots</h2>")
+    parts += [_figure(name, data) for name, data in pngs.items() if name != FRONT_PLOT]
+    parts += ["<h2>Claim evidence</h2>", render_claims(report.results, HTML, overview=False),
+              "</section></body></html>"]
+    return "\n".join(parts)
 
 
 def prepare_report(paths: Sequence[str | os.PathLike[str]], by: Sequence[str] | None = None,
                    metrics: Sequence[str] | None = None) -> Report:
-    """Load the runs under `paths`, summarise them and evaluate the claims."""
+    """Load the runs under `paths`, summarise them, weigh score against cost and evaluate the
+    claims (per data set too, when the runs cover several)."""
     paths = [Path(p) for p in paths]
     df, hist, steps = load_runs(*paths), load_histories(*paths), load_steps(*paths)
     if df.empty:
@@ -274,7 +226,8 @@ def prepare_report(paths: Sequence[str | os.PathLike[str]], by: Sequence[str] | 
         meta.append("Some groups hold several completed runs with the same seed (e.g. one "
                     "configuration in two sweeps); their intervals treat those runs as independent.")
     return Report(df, hist, by, summary, summary_tables(summary, by, metrics),
-                  evaluate_claims(df, hist, steps=steps), meta, run_issues(df, paths[0]))
+                  evaluate_claims(df, hist, steps=steps), meta, run_issues(df, paths[0]),
+                  front_answers(df, by), claims_per_data_set(df, hist, steps))
 
 
 def build_report(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str] | None = None,
@@ -293,8 +246,7 @@ def build_report(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike
     for name, data in pngs.items():
         written[f"{name}.png"] = out / f"{name}.png"
         atomic_write_bytes(written[f"{name}.png"], data)
-    html_page = render_html(report.meta, report.tables, report.issues, pngs, report.results)
-    atomic_write_text(written["report.html"], html_page)
+    atomic_write_text(written["report.html"], render_html(report, pngs))
     return written
 
 

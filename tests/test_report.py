@@ -47,12 +47,22 @@ def test_report_cli_writes_everything(sweeps: tuple[Path, Path], capsys) -> None
     md = (out / "summary.md").read_text()
     for scenario in SCENARIOS:
         assert f"| {scenario} | 3 | 0 |" in md or f"| {scenario} | 3 | 1 |" in md
-    assert "0.9710 ± 0.0030 [0.9635, 0.9785]" in md  # none: intent accuracy over the 3 seeds
+    assert "| 0.971 ± 0.003 [0.964, 0.978] |" in md  # none: intent accuracy over the 3 seeds
+    assert "| 22.7M exact |" not in md  # --metrics leaves the parameter count out of the tables
+    assert md.index("## Answer") < md.index("## Claims") < md.index("## Details")
+    assert "| none (full fine-tuning) | 3 | 0.971 [0.964, 0.978] | 5.02 min | 22.7M |" in md
+    assert "| within half the time of full fine-tuning (≤ 2.51 min) | backbone |" in md
+    assert "training memory" not in md.split("## Claims")[0]  # the runs did not record it
     assert "| 12_seed3 | failed | 3 | RuntimeError: CUDA out of memory |" in md
     assert "| 14_seed5 | completed | 5 | metrics.json: unreadable" in md
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4
+    assert html.count("data:image/png;base64,") == 5
     assert "<h2>Claims</h2>" in html and "src='http" not in html
+    answer = html[html.index("<section id='answer'>"):html.index("<section id='claims'>")]
+    assert "alt='pareto_front'" in answer and "<h3>snips</h3>" in answer
+    assert html.index("<section id='claims'>") < html.index("<h2>Summary") < html.index("<h2>Claim evidence")
+    assert html.count("<table>") == html.count("<div class='wide'><table>")  # every table scrolls alone
+    assert "@media print" in html
     claims = (out / "claims.md").read_text()
     for claim in ("F1", "F2", "F3", "F4", "F5", "F6", "L1", "L2", "L3", "L4", "L5"):
         assert f"## {claim}:" in claims
@@ -70,6 +80,25 @@ def test_report_learning_curve_and_auto_grouping(sweeps: tuple[Path, Path], tmp_
     claims = (out / "claims.md").read_text()
     # the synthetic runs differ by the same amount in every seed: no interval, nothing to decide
     assert "## F4: backbone frozen, little labelled data — not measurable\n" in claims
+
+
+def test_report_over_several_data_sets(tmp_path: Path) -> None:
+    snips = write_sweep(tmp_path / "snips")
+    atis = write_sweep(tmp_path / "atis")
+    for choices in atis.glob("*/choices.yaml"):
+        choices.write_text(choices.read_text().replace("data: snips", "data: atis"))
+    out = tmp_path / "out"
+    assert main([str(snips), str(atis), "--by", "freezing", "--out", str(out)]) == 0
+    md = (out / "summary.md").read_text()
+    assert "Grouped by data, freezing;" in md  # one group per data set, not pooled
+    assert md.index("### atis") < md.index("### snips") < md.index("## Claims")
+    table = md[md.index("### Verdicts per data set"):md.index("## Details")]
+    assert "| claim | scenario | atis | snips | across data sets |" in table
+    assert "| F3 | backbone frozen (freezing=backbone) | supported | supported | agree |" in table
+    assert "| L1 |" in table and "| not decided |" in table
+    assert "Where the data sets decide a claim, their verdicts agree." in table
+    assert pd.read_csv(out / "summary.csv")["data"].tolist() == ["atis"] * 4 + ["snips"] * 4
+    assert (out / "pareto_front.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_report_cli_errors(tmp_path: Path, capsys) -> None:

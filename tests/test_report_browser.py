@@ -1,9 +1,11 @@
-"""report.html of a small real sweep, opened in headless Chromium: it loads without console
-errors, every image is drawn, and the summary and claims tables are there. The screenshot is kept
-(`ARTIFACTS`) for a person to look at."""
+"""report.html of a small real sweep, opened in headless Chromium at 1400 pixels: it loads without
+console errors, opens with the answer (front and recommendations), every image is drawn, the page
+does not scroll sideways (wide tables scroll in their own box), and the summary and claims tables
+are there. The screenshot and a PDF print are kept (`ARTIFACTS`) for a person to look at."""
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -32,7 +34,14 @@ const section = (title) => {
   }
   return {found: !!heading, rows};
 };
+const answer = document.getElementById('answer');
 return {
+  answer: {found: !!answer, tables: answer ? answer.querySelectorAll('table').length : 0,
+           images: answer ? answer.querySelectorAll('img').length : 0,
+           first: !!answer && [...document.querySelectorAll('h2')][0] === answer.querySelector('h2')},
+  scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth,
+  unboxedTables: [...document.querySelectorAll('table')]
+    .filter(t => !t.parentElement.matches('.wide')).length,
   images: [...document.images].map(i => ({alt: i.alt, complete: i.complete,
                                            width: i.naturalWidth, height: i.naturalHeight})),
   summary: section('Summary'), claims: section('Claims'),
@@ -84,12 +93,37 @@ def test_report_renders_in_headless_chromium(report_html: Path, tmp_path: Path) 
         driver.set_window_size(1400, min(int(facts["height"]) + 100, 16000))
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(ARTIFACTS / "report.png"))
+        pdf = base64.b64decode(driver.print_page())
+        (ARTIFACTS / "report.pdf").write_bytes(pdf)
     finally:
         driver.quit()
     assert not errors, errors
+    assert facts["innerWidth"] == 1400 and facts["scrollWidth"] <= facts["innerWidth"], facts
+    assert facts["unboxedTables"] == 0, facts
+    answer = facts["answer"]
+    assert answer["found"] and answer["first"], answer
+    assert answer["tables"] >= 2 and answer["images"] == 1, answer  # front, recommendations, plot
+    assert pdf.startswith(b"%PDF") and len(pdf) > 10_000
     assert facts["images"], "the report has no plots"
     for image in facts["images"]:
         assert image["complete"] and image["width"] > 0 and image["height"] > 0, image
     assert facts["summary"]["found"] and facts["summary"]["rows"] >= 3, facts["summary"]
     assert facts["claims"]["found"] and facts["claims"]["rows"] >= 2, facts["claims"]
     assert (ARTIFACTS / "report.png").stat().st_size > 10_000
+
+
+COMMITTED = sorted((REPO_ROOT / "results").glob("*/report.html"))
+
+
+@pytest.mark.parametrize("page", COMMITTED, ids=lambda page: page.parent.name)
+def test_committed_report_fits_1400_pixels(page: Path, tmp_path: Path) -> None:
+    """The committed reports of real sweeps (wide cost and evidence tables) at 1400 pixels."""
+    driver = open_page(page, tmp_path / "profile")
+    try:
+        facts = driver.execute_script(PAGE_FACTS)
+    finally:
+        driver.quit()
+    assert facts["scrollWidth"] <= facts["innerWidth"] == 1400, facts
+    assert facts["answer"]["found"] and facts["answer"]["first"], facts["answer"]
+    assert facts["images"] and all(image["width"] > 0 for image in facts["images"]), facts["images"]
+    assert facts["unboxedTables"] == 0
