@@ -117,6 +117,7 @@ def cached_features(root: Path, key: str, meta: dict[str, Any], build: Callable[
     the entry's lock ("miss", or "rebuilt" when a damaged entry was found and removed).
 
     A process that finds another building the same entry waits for it and reads its entry.
+    When the entry cannot be written (a full disk), the built cache is returned ("memory").
     """
     entry = root / key
     cache, status = _read(entry, device)
@@ -127,7 +128,11 @@ def cached_features(root: Path, key: str, meta: dict[str, Any], build: Callable[
         if cache is not None:
             return cache, again
         built = build()
-        commit_entry(root, key, lambda folder: {**meta, **save_cache(built, folder)})
+        try:
+            commit_entry(root, key, lambda folder: {**meta, **save_cache(built, folder)})
+        except OSError as error:  # a full disk, a read-only root: the run goes on without the store
+            log.warning("could not store the frozen features as %s (%s); kept in memory only", entry, error)
+            return built, "memory"
     return built, "rebuilt" if "rebuilt" in (status, again) else "miss"
 
 

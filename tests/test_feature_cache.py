@@ -245,6 +245,20 @@ def test_the_store_builds_once_then_reads_and_rebuilds_a_damaged_entry(
     assert feature_store.cached_features(root, "k", {"x": 1}, build, "cpu")[1] == "hit"
 
 
+def test_a_store_that_cannot_be_written_leaves_the_run_its_features(tiny_encoder, corpora, tmp_path,
+                                                                   monkeypatch, caplog):
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(feature_store, "save_file", disk_full)
+    build = small_cache(copy.deepcopy(tiny_encoder), corpora)
+    with caplog.at_level(logging.WARNING, logger="mtexp"):
+        cache, status = feature_store.cached_features(tmp_path / "frozen", "k", {}, build, "cpu")
+    assert status == "memory" and len(cache) == len(corpora["snips"])
+    assert any("No space left" in r.getMessage() for r in caplog.records)
+    assert not (tmp_path / "frozen" / "k").exists()
+
+
 def test_a_process_wanting_an_entry_being_built_waits_and_reads_it(tiny_encoder, corpora, tmp_path):
     root, calls = tmp_path / "frozen", []
     building, statuses = threading.Event(), {}
