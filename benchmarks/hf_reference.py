@@ -2,8 +2,10 @@
 
 Follows the Transformers token-classification guide: tokenise words with `is_split_into_words`,
 label the first sub-token of each word (-100 elsewhere), pad with `DataCollatorForTokenClassification`,
-and let `Trainer` run AdamW with a linear schedule. The model is an `AutoModel` backbone with two
-linear heads (intent on the mean-pooled states, slots on every token) returning its loss.
+and let `Trainer` run AdamW with a linear schedule, its length-grouped sampler switched on (as
+mtexp groups its batches by length) and the same allocator setting as mtexp's training. The model
+is an `AutoModel` backbone with two linear heads (intent on the mean-pooled states, slots on every
+token) returning its loss.
 
     python benchmarks/hf_reference.py --backbone DIR --data ../shared/data/snips --out ref.json
 """
@@ -23,6 +25,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DEFAULT_DATA, snips_config
+
+from mtexp.resources import reuse_freed_memory
 
 
 class JointIntentSlotModel(nn.Module):
@@ -100,10 +104,27 @@ def word_tags(slot_logits: np.ndarray, word_ids: list[list[int]], examples: list
     return predicted
 
 
+SAMPLING = ("group_by_length", "random")  # the Trainer's length-grouped sampler, or its default
+
+
+def sampling_arguments(sampling: str) -> dict[str, Any]:
+    """TrainingArguments for `sampling`: `train_sampling_strategy` in transformers 5,
+    `group_by_length` before it."""
+    from transformers import TrainingArguments
+
+    if "train_sampling_strategy" in TrainingArguments.__dataclass_fields__:
+        return {"train_sampling_strategy": sampling}
+    return {"group_by_length": sampling == "group_by_length"}
+
+
 def train_reference(backbone: str, data_path: Path, train_examples: int, epochs: int, batch_size: int = 32,
                     max_length: int = 64, lr: float = 1e-4, seed: int = 0, precision: str = "fp32",
-                    work_dir: Path = Path("hf-reference")) -> dict[str, Any]:
-    """Train on the same SNIPS sentences mtexp selects; samples/s and test scores."""
+                    work_dir: Path = Path("hf-reference"),
+                    sampling: str = "group_by_length") -> dict[str, Any]:
+    """Train on the same SNIPS sentences mtexp selects; samples/s and test scores.
+
+    `sampling="group_by_length"` switches on the Trainer's own length grouping (batches of similar
+    length, as mtexp makes them); `"random"` is the Trainer's default."""
     from seqeval.metrics import f1_score
     from seqeval.scheme import IOB2
     from transformers import AutoTokenizer, DataCollatorForTokenClassification, Trainer, TrainingArguments
@@ -125,7 +146,7 @@ def train_reference(backbone: str, data_path: Path, train_examples: int, epochs:
         lr_scheduler_type="linear", max_grad_norm=1.0, bf16=precision == "bf16",
         use_cpu=not torch.cuda.is_available(), eval_strategy="no", save_strategy="no",
         logging_strategy="no", report_to="none", disable_tqdm=True, seed=seed,
-        label_names=["labels", "intent_labels"],
+        label_names=["labels", "intent_labels"], **sampling_arguments(sampling),
     )
     trainer = Trainer(model=model, args=args, train_dataset=train,
                       data_collator=DataCollatorForTokenClassification(tokenizer))
@@ -148,8 +169,19 @@ def train_reference(backbone: str, data_path: Path, train_examples: int, epochs:
         "test_intent_accuracy": float(np.mean(np.array(gold_intents) == np.array(pred_intents))),
         "test_slot_f1": float(f1_score(gold_tags, pred_tags, mode="strict", scheme=IOB2)),
         "params_total": sum(p.numel() for p in model.parameters()),
+        "padding_fraction": padding_fraction(trainer),
         "settings": effective_settings(trainer, max_length),
     }
+
+
+def padding_fraction(trainer: Any) -> float:
+    """Share of the padded token positions in an epoch of the Trainer's own training batches."""
+    real = total = 0
+    for batch in trainer.get_train_dataloader():
+        mask = batch["attention_mask"]
+        real += int(mask.sum())
+        total += mask.numel()
+    return round(1 - real / total, 4) if total else 0.0
 
 
 def effective_settings(trainer: Any, max_length: int) -> dict[str, Any]:
@@ -183,12 +215,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--sampling", choices=SAMPLING, default="group_by_length",
+                        help="group_by_length: the Trainer's length-grouped batches (as mtexp's); "
+                             "random: the Trainer's default")
     parser.add_argument("--out", type=Path, required=True, help="JSON file for the result")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if not torch.cuda.is_available():
+        reuse_freed_memory()  # the allocator setting mtexp's training applies on the CPU
     result = train_reference(args.backbone, args.data, args.train_examples, args.epochs, args.batch_size,
-                             args.max_length, args.lr, args.seed, args.precision, args.out.parent / "hf-work")
+                             args.max_length, args.lr, args.seed, args.precision, args.out.parent / "hf-work",
+                             args.sampling)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))

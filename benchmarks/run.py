@@ -1,10 +1,11 @@
 """mtexp benchmarks: encode, train, freezing, hardware, or all of them in one session.
 
     python benchmarks/run.py all --out results/bench
-    python benchmarks/run.py train --train-examples 64 --epochs 1 --out /tmp/bench   # a quick check
+    python benchmarks/run.py train --train-examples 64 --epochs 1 --rounds 1 --out /tmp/bench  # quick
 
 Each benchmark prints its ratios and writes <out>/<name>.json and <out>/<name>.md with the command,
-machine and date; `all` also writes <out>/summary.md.
+machine and date; `all` also writes <out>/summary.md and prints the headline ratios (like for
+like, then default against default) and each target met or missed with the measured figures.
 """
 
 from __future__ import annotations
@@ -24,19 +25,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DEFAULT_DATA, backbone_folder, header, snips_sentences, to_markdown, write_result
 from encode import bench_encode
 from hardware import bench_hardware
-from targets import target_verdicts
-from training import SCENARIOS, RunSettings, bench_freezing, bench_train
+from targets import LIKE_FOR_LIKE, headlines, target_verdicts
+from training import PAIRINGS, SCENARIOS, RunSettings, bench_freezing, bench_train
 
 from mtexp.io import atomic_write_text
 
 BENCHMARKS = ("encode", "train", "freezing", "hardware")
-RESULT_NAMES = ("encode", "train-fp32", "train-bf16", "freezing", "hardware")  # train: one per precision
+RESULT_NAMES = ("encode", "train-fp32", "train-bf16", "train-default", "freezing", "hardware")
 
 
 def precisions(text: str) -> list[str]:
     chosen = [part.strip() for part in text.split(",") if part.strip()]
-    if not chosen or set(chosen) - {"fp32", "bf16"}:
-        raise argparse.ArgumentTypeError(f"expected fp32, bf16 or fp32,bf16; got {text!r}")
+    if not chosen or set(chosen) - set(PAIRINGS):
+        raise argparse.ArgumentTypeError(f"expected some of {','.join(PAIRINGS)}; got {text!r}")
     return chosen
 
 
@@ -58,8 +59,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--precision", default="fp32,bf16", type=precisions,
-                   help="train: fp32, bf16 or both (comma-separated), each for both runners")
+    p.add_argument("--precision", default=",".join(PAIRINGS), type=precisions,
+                   help="train: comma-separated pairings: fp32 and bf16 (like for like: both runners in "
+                        "that precision, both length-grouped), default (each runner's defaults)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="train: interleaved rounds per pairing, best of them per runner")
     p.add_argument("--freezing-examples", type=int, default=2000)
     p.add_argument("--freezing-epochs", type=int, default=5, help="freezing: epochs of none and backbone")
     p.add_argument("--other-epochs", type=int, default=2, help="freezing: epochs of the other scenarios")
@@ -76,8 +80,8 @@ def run_one(name: str, args: argparse.Namespace, backbone: Path, work_dir: Path)
     runners: dict[str, Callable[[], list[dict[str, Any]]]] = {
         "encode": lambda: [bench_encode(backbone, snips_sentences(args.data, args.encode_sentences),
                                         args.encode_batch_size, args.repeats)],
-        "train": lambda: [bench_train(replace(settings, precision=precision), work_dir)
-                          for precision in args.precision],
+        "train": lambda: [bench_train(replace(settings, cache_root=work_dir / "cache"), work_dir,
+                                      PAIRINGS[name], args.rounds) for name in args.precision],
         "freezing": lambda: [bench_freezing(
             replace(settings, train_examples=args.freezing_examples, epochs=args.freezing_epochs),
             work_dir, args.other_epochs, tuple(args.scenarios.split(",")), args.partial_k)],
@@ -103,7 +107,7 @@ def training_share_of_peak(results: list[dict[str, Any]]) -> dict[str, float]:
     real_share = 1.0 - hardware["ratios"]["padding_fraction"]
     estimates = {}
     for result in results:
-        if not result["benchmark"].startswith("train-"):
+        if result["benchmark"] not in LIKE_FOR_LIKE:
             continue
         precision = result["settings"]["precision"]
         peak = next(row["tflops"] for (measure, dtype), row in rows.items()
@@ -147,19 +151,25 @@ def load_results(out: Path) -> list[dict[str, Any]]:
 
 
 def write_summary(results: list[dict[str, Any]], out: Path) -> None:
-    """summary.json / summary.md: every ratio, the training estimates and the targets' verdicts."""
+    """summary.json / summary.md: the headline ratios (like for like, then default against
+    default), every target met or missed, the training estimates; printed as well."""
     estimates = training_share_of_peak(results)
     verdicts = target_verdicts(results, estimates)
-    for line in [*(f"  {k}: {v}" for k, v in estimates.items()), *(f"  target {v}" for v in verdicts)]:
-        print(line)
+    sections = headlines(results)
+    for title, lines in sections.items():
+        print(f"{title}:", *(f"  {line}" for line in lines), sep="\n")
+    print("Targets:", *(f"  {v}" for v in verdicts), *(f"  estimate {k}: {v}" for k, v in estimates.items()),
+          sep="\n")
     ratios = {result["benchmark"]: result["ratios"] for result in results}
-    atomic_write_text(out / "summary.json",
-                      json.dumps({**ratios, "estimates": estimates, "targets": verdicts}, indent=1) + "\n")
+    summary = {**ratios, "headlines": sections, "estimates": estimates, "targets": verdicts}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     written = header("summary", {})
     lines = [f"Written by `{written['command']}` on {written['date']} (git {written['git_revision']}) "
-             "from the result files below; each names the command that measured it.", "",
-             "# Targets", "", *(f"- {verdict}" for verdict in verdicts), "",
-             "# Estimates", "", *(f"- {key}: {value}" for key, value in estimates.items()), ""]
+             "from the result files below; each names the command that measured it.", ""]
+    for title, entries in sections.items():
+        lines += [f"# {title}", "", *(f"- {entry}" for entry in entries), ""]
+    lines += ["# Targets", "", *(f"- {verdict}" for verdict in verdicts), "",
+              "# Estimates", "", *(f"- {key}: {value}" for key, value in estimates.items()), ""]
     atomic_write_text(out / "summary.md", "\n".join(lines + [to_markdown(r) for r in results]))
 
 

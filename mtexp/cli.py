@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-length", type=_positive_int, default=256,
                         help="tokens per sentence (longer ones are truncated, with a warning); at most "
                              "the model's position limit (512 for the default)")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                        help="bf16 runs under bfloat16 autocast (faster on CPUs with bf16 units)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="bf16 runs under bfloat16 autocast (faster on CPUs with bf16 units); "
+                             "auto (the default) picks it where the CPU or GPU runs it natively")
     return parser
 
 

@@ -19,7 +19,7 @@ from mtexp.optim import OptimConfig, ScheduleConfig
 from mtexp.pooling import POOLING_MODES
 from mtexp.tasks import HEAD_ALIASES
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 where the device runs it natively (mtexp.precision)
 DEVICES = ("auto", "cpu", "cuda")
 # csv: steps.csv in the run directory; tensorboard and mlflow: experiment trackers (mtexp.trackers).
 LOGGERS = ("none", "csv", "tensorboard", "mlflow")
@@ -100,7 +100,7 @@ class TrainerConfig:
     eval_batch_size: int = 128
     grad_accumulation: int = 1
     max_grad_norm: float | None = 1.0
-    precision: str = "fp32"
+    precision: str = "auto"
     device: str = "auto"
     threads: int | None = None
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)

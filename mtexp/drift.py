@@ -194,7 +194,8 @@ def sts_spearman(
     unique = sorted(set(first) | set(second))
     index = {sentence: i for i, sentence in enumerate(unique)}
     embeddings = np.asarray(
-        encoder.encode(unique, batch_size=batch_size, normalize=False, show_progress=show_progress),
+        encoder.encode(unique, batch_size=batch_size, normalize=False, show_progress=show_progress,
+                       precision="fp32"),  # a measurement: the same on every machine
         dtype=np.float64,
     )
     norms = np.linalg.norm(embeddings, axis=1, keepdims=True)

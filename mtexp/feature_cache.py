@@ -128,6 +128,15 @@ class FeatureCache:
         assert tokens is not None and pooled is not None
         return cls(tokens, lengths, pooled, keys)
 
+    def keys(self) -> list[tuple[Group, int]]:
+        """Each row's `((corpus, split), example_index)`, in row order (what `__init__` took)."""
+        keys: list[tuple[Group, int] | None] = [None] * len(self)
+        for group, table in self._rows.items():
+            indices = torch.nonzero(table >= 0).flatten()
+            for index, row in zip(indices.tolist(), table[indices].tolist(), strict=True):
+                keys[row] = (group, index)
+        return keys  # type: ignore[return-value]
+
     def __len__(self) -> int:
         return int(self.lengths.numel())
 

@@ -61,6 +61,7 @@ def run_metrics(run: RunConfig, data: MultiTaskData, features: Features, runner:
         "convergence": convergence_measures(pd.DataFrame(result.state.history), tasks=data.tasks),
         "data": {**data.stats, **features.stats, "task_steps": result.task_steps},
         "world_size": world_size,
+        "precision": result.precision,
     }
 
 
@@ -68,11 +69,13 @@ def cost_measures(model: MultiTaskModel, result: TrainResult) -> dict[str, float
     """Parameters, training time (the feature cache's included), throughput and memory."""
     state = result.state
     seconds = state.train_seconds + result.cache_seconds
+    cache = {"feature_cache": result.cache_status} if result.cache_status is not None else {}
     return {
         "params_total": sum(p.numel() for p in model.parameters()),
         "params_trainable": result.params_trainable,
         "train_seconds": round(seconds, 3),
         "cache_seconds": round(result.cache_seconds, 3),
+        **cache,
         "seconds_per_epoch": round(seconds / state.epoch, 3) if state.epoch else 0.0,
         "train_samples_per_second": round(state.samples_seen / seconds, 2) if seconds else 0.0,
         "peak_memory_mb": round(result.peak_memory_mb, 1),

@@ -110,8 +110,8 @@ class RunDir:
         atomic_write_text(self.path / CHOICES_FILE, yaml.safe_dump(dict(choices), sort_keys=True))
         atomic_write_text(self.path / OVERRIDES_FILE, yaml.safe_dump(list(overrides)))
 
-    def write_environment(self, device: torch.device, world_size: int = 1) -> None:
-        atomic_write_json(self.path / ENV_FILE, environment(device, world_size))
+    def write_environment(self, device: torch.device, world_size: int = 1, **extra: Any) -> None:
+        atomic_write_json(self.path / ENV_FILE, {**environment(device, world_size), **extra})
 
     def write_labels(self, tasks: Iterable[TaskSpec]) -> None:
         """Each task's label names, in the order of the model's outputs."""

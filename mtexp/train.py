@@ -32,6 +32,7 @@ from mtexp.distributed import (
 )
 from mtexp.measure import Pretrained, run_metrics
 from mtexp.model import MultiTaskModel
+from mtexp.precision import resolve_precision
 from mtexp.progress import library_progress, progress_mode
 from mtexp.resources import reuse_freed_memory
 from mtexp.rundir import RunDir, now_iso, write_model
@@ -81,7 +82,8 @@ def train_and_evaluate(run: RunConfig, run_dir: RunDir, device: torch.device,
     if device.type == "cpu":
         reuse_freed_memory()
     if context.is_main:
-        run_dir.write_environment(device, context.world_size)
+        run_dir.write_environment(device, context.world_size,
+                                  precision=resolve_precision(run.trainer.precision, device))
     callbacks = default_callbacks(run, run_dir, context)  # trackers connect here, before any data
     progress = progress_mode(run.trainer.progress and context.is_main)
     with finishing(callbacks, run_dir), library_progress(progress):

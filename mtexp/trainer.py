@@ -30,8 +30,10 @@ from mtexp.data.types import Corpus
 from mtexp.distributed import DistContext, average_gradients, broadcast_object, shard_batch
 from mtexp.evaluate import evaluate_split
 from mtexp.feature_cache import FeatureCache
+from mtexp.feature_store import cached_features, store_key, store_root
 from mtexp.model import ModelOutput, MultiTaskModel
 from mtexp.optim import LRSchedule, group_learning_rates
+from mtexp.precision import resolve_precision
 from mtexp.progress import Progress, progress_mode
 from mtexp.resources import (
     PeakMemory,
@@ -77,6 +79,8 @@ class TrainResult:
     params_trainable: int
     cache_seconds: float
     plan: BudgetPlan
+    cache_status: str | None = None  # the frozen-feature cache: hit, miss, rebuilt, memory; None: none
+    precision: str = "fp32"  # what trainer.precision resolved to
 
     @property
     def train_memory_mb(self) -> float:
@@ -119,11 +123,13 @@ class BatchRunner:
         self.data = data
         self.features = features
         self.device = device
+        self.precision = resolve_precision(self.cfg.precision, device)  # fp32 or bf16
         self.cache: FeatureCache | None = None
         self.cache_seconds = 0.0
+        self.cache_status: str | None = None  # hit, miss, rebuilt (the on-disk store) or memory
 
     def autocast(self) -> AbstractContextManager:
-        if self.cfg.precision != "bf16":
+        if self.precision != "bf16":
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
@@ -156,9 +162,24 @@ class BatchRunner:
             yield {**batch, "split": split}
 
     def build_cache(self) -> None:
-        """Encode every example once when the encoder never trains (frozen-feature cache)."""
+        """Encode every example once when the encoder never trains (frozen-feature cache),
+        or read the encoding from the on-disk store under `paths.cache_root` when another run
+        made it already."""
         if not self.cfg.feature_cache or self.run.freezing.scenario.encoder_trains:
             return
+        started = time.perf_counter()
+        self.model.encoder.eval()
+        root = store_root(self.run.paths.cache_root)
+        if root is None:
+            self.cache, self.cache_status = self.encode_all(), "memory"
+        else:
+            key, meta = store_key(self.model.encoder, self.features, self.precision,
+                                  self.cfg.batch_size, self.device)
+            self.cache, self.cache_status = cached_features(root, key, meta, self.encode_all, self.device)
+        self.cache_seconds = time.perf_counter() - started
+
+    def encode_all(self) -> FeatureCache:
+        """The frozen encoder's outputs for every example of every split."""
         batches = [
             batch
             for corpus in self.data.corpora
@@ -167,12 +188,9 @@ class BatchRunner:
             # training-size batches: the encoder's activations stay small next to the cache
             for batch in self.batches_for(corpus, split, batch_size=self.cfg.batch_size)
         ]
-        started = time.perf_counter()
-        self.model.encoder.eval()
-        store_dtype = torch.bfloat16 if self.cfg.precision == "bf16" else torch.float32
+        store_dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         with self.autocast():
-            self.cache = FeatureCache.build(self.model.encoder, batches, self.device, store_dtype)
-        self.cache_seconds = time.perf_counter() - started
+            return FeatureCache.build(self.model.encoder, batches, self.device, store_dtype)
 
     def forward(self, batch: Batch) -> ModelOutput:
         batch = to_device(batch, self.device)
@@ -369,6 +387,7 @@ class Trainer:
         return TrainResult(
             self.state, memory.peak_mb, self.memory, dict(self.task_steps),
             self.params_trainable, self.runner.cache_seconds, self.plan,
+            self.runner.cache_status, self.runner.precision,
         )
 
     # ----- checkpoint state ---------------------------------------------------------------

@@ -17,7 +17,7 @@ import run as bench_run  # noqa: E402
 from common import REPO_ROOT, backbone_folder, display_path, header  # noqa: E402
 from hardware import bench_hardware  # noqa: E402
 from targets import target_verdicts  # noqa: E402
-from training import RunSettings, bench_freezing, bench_train  # noqa: E402
+from training import PAIRINGS, RunSettings, bench_freezing, bench_train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,11 @@ def test_encode_cli_writes_json_and_markdown(shared_data: Path, tmp_path: Path) 
     assert "## Ratios" in (out / "encode.md").read_text()
     assert {"cpu", "cores", "torch", "torch_threads"} <= set(saved["machine"])
     assert saved["command"] and saved["date"]
-    for key in ("mtexp_fastest_vs_st_fp32_speed", "mtexp_fp32_vs_st_fp32_speed", "mtexp_fastest_min_cosine"):
+    for key in ("mtexp_fp32_vs_st_fp32_speed", "mtexp_bf16_vs_st_bf16_speed",
+                "mtexp_default_vs_st_default_speed", "mtexp_default_min_cosine"):
         assert positive(result["ratios"][key]), key
+    assert result["ratios"]["mtexp_default_precision"] in ("fp32", "bf16")
+    assert {row["setting"] for row in result["rows"]} >= {"mtexp default (precision=auto)", "mtexp fp32"}
     assert all(positive(row["sentences_per_s"]) for row in result["rows"])
 
 
@@ -57,21 +60,55 @@ def test_train_compares_mtexp_with_hf_trainer(shared_data: Path, tiny_backbone: 
     # Settings away from both runners' defaults, so that a runner ignoring one is caught below.
     settings = RunSettings(tiny_backbone, shared_data / "snips", train_examples=24, epochs=2, batch_size=8,
                            max_length=40, lr=3e-4, precision="bf16", threads=1)
-    result = bench_train(settings, tmp_path)
+    result = bench_train(settings, tmp_path, rounds=2)
+    assert result["benchmark"] == "train-bf16" and result["settings"]["like_for_like"] is True
     assert positive(result["ratios"]["mtexp_vs_hf_samples_per_second"])
     for row in result["rows"]:
         assert positive(row["train_samples_per_second"])
         assert 0 <= row["test_intent_accuracy"] <= 1 and 0 <= row["test_slot_f1"] <= 1
+        assert len(row["rounds_samples_per_second"]) == 2  # best of two interleaved rounds
+        assert row["train_samples_per_second"] == max(row["rounds_samples_per_second"])
     assert bench_run.training_share_of_peak([result]) == {}
-    mtexp = effective_mtexp_settings(tmp_path / "train-bf16-mtexp")
-    hf = json.loads((tmp_path / "train-bf16-hf.json").read_text())["settings"]
-    configured = {"batch_size": 8, "lr": 3e-4, "epochs": 2, "max_length": 40, "precision": "bf16",
-                  "schedule": "linear", "warmup": 0.1, "weight_decay": 0.01, "max_grad_norm": 1.0,
-                  "optimizer_steps": 2 * 3}  # 24 sentences in batches of 8, twice
-    for key, value in configured.items():
-        assert mtexp[key] == pytest.approx(value) and hf[key] == pytest.approx(value), key
-    # As benchmarks/README.md says: mtexp batches sentences of similar length, the Trainer random ones.
-    assert mtexp["group_by_length"] is True and hf["group_by_length"] is False
+    for n in range(2):
+        mtexp = effective_mtexp_settings(tmp_path / f"train-bf16-r{n}-mtexp")
+        hf = json.loads((tmp_path / f"train-bf16-r{n}-hf.json").read_text())["settings"]
+        configured = {"batch_size": 8, "lr": 3e-4, "epochs": 2, "max_length": 40, "precision": "bf16",
+                      "schedule": "linear", "warmup": 0.1, "weight_decay": 0.01, "max_grad_norm": 1.0,
+                      "optimizer_steps": 2 * 3}  # 24 sentences in batches of 8, twice
+        for key, value in configured.items():
+            assert mtexp[key] == pytest.approx(value) and hf[key] == pytest.approx(value), key
+        # Like for like: both runners batch sentences of similar length.
+        assert mtexp["group_by_length"] is True and hf["group_by_length"] is True
+    log = (tmp_path / "train-bf16-r0-hf.log").read_text()
+    assert "Traceback" not in log
+
+
+def test_default_against_default_runs_each_runner_as_it_comes(
+    shared_data: Path, tiny_backbone: Path, tmp_path: Path
+) -> None:
+    settings = RunSettings(tiny_backbone, shared_data / "snips", train_examples=16, epochs=1, batch_size=8,
+                           threads=1)
+    result = bench_train(settings, tmp_path, PAIRINGS["default"])
+    assert result["benchmark"] == "train-default" and result["settings"]["like_for_like"] is False
+    config = yaml.safe_load((tmp_path / "train-default-r0-mtexp" / "config.yaml").read_text())
+    assert config["trainer"]["precision"] == "auto"
+    mtexp, hf = result["rows"]
+    assert mtexp["precision"] in ("fp32", "bf16")  # what auto resolved to, from metrics.json
+    assert hf["precision"] == "fp32" and hf["batches"] == "random"
+    hf_settings = json.loads((tmp_path / "train-default-r0-hf.json").read_text())["settings"]
+    assert hf_settings["group_by_length"] is False
+
+
+def test_the_reference_switches_on_the_trainers_length_grouping() -> None:
+    from hf_reference import sampling_arguments
+    from transformers import TrainingArguments
+
+    grouped = TrainingArguments(output_dir="unused", use_cpu=True, **sampling_arguments("group_by_length"))
+    plain = TrainingArguments(output_dir="unused", use_cpu=True, **sampling_arguments("random"))
+    strategy = getattr(grouped, "train_sampling_strategy", None)
+    assert strategy == "group_by_length" or getattr(grouped, "group_by_length", False) is True
+    assert getattr(plain, "train_sampling_strategy", "random") == "random"
+    assert getattr(plain, "group_by_length", False) is False
 
 
 def effective_mtexp_settings(run_dir: Path) -> dict:
@@ -97,12 +134,17 @@ def effective_mtexp_settings(run_dir: Path) -> dict:
 def test_freezing_reports_ratios_to_none(shared_data: Path, tiny_backbone: Path, tmp_path: Path) -> None:
     settings = RunSettings(tiny_backbone, shared_data / "snips", train_examples=16, epochs=1, threads=1)
     result = bench_freezing(settings, tmp_path, other_epochs=1, scenarios=("backbone",))
-    assert [row["scenario"] for row in result["rows"]] == ["none", "backbone"]
+    assert [row["scenario"] for row in result["rows"]] == ["none", "backbone", "backbone, second run"]
     backbone = result["rows"][1]
     for key in ("seconds_per_epoch_vs_none", "peak_memory_mb_vs_none", "params_trainable_vs_none"):
         assert positive(backbone[key]), key
     assert backbone["params_trainable"] < result["rows"][0]["params_trainable"]
     assert positive(result["ratios"]["backbone/none wall time, 1 epochs (train_seconds incl. cache)"])
+    first, second = result["rows"][1], result["rows"][2]
+    assert second["scenario"] == "backbone, second run"
+    assert (first["feature_cache"], second["feature_cache"]) == ("miss", "hit")
+    assert result["ratios"]["backbone second run feature_cache"] == "hit"
+    assert positive(result["ratios"]["backbone second/first run cache_seconds"])
 
 
 def test_result_files_show_no_machine_specific_paths(tmp_path: Path) -> None:
@@ -112,8 +154,9 @@ def test_result_files_show_no_machine_specific_paths(tmp_path: Path) -> None:
     assert display_path(tmp_path / "tiny-backbone") == "tiny-backbone"
 
 
-def test_precision_option_takes_one_or_both() -> None:
-    assert bench_run.parser().parse_args(["train"]).precision == ["fp32", "bf16"]
+def test_precision_option_takes_one_or_more_pairings() -> None:
+    assert bench_run.parser().parse_args(["train"]).precision == ["fp32", "bf16", "default"]
+    assert bench_run.parser().parse_args(["train"]).rounds == 3
     assert bench_run.parser().parse_args(["train", "--precision", "bf16"]).precision == ["bf16"]
     with pytest.raises(SystemExit):
         bench_run.parser().parse_args(["train", "--precision", "fp16"])
@@ -121,37 +164,55 @@ def test_precision_option_takes_one_or_both() -> None:
 
 def test_targets_are_judged_from_the_ratios() -> None:
     results = [
-        {"benchmark": "encode", "ratios": {"mtexp_fastest_setting": "mtexp bf16",
-                                           "mtexp_fastest_vs_st_fp32_speed": 1.7,
-                                           "mtexp_fastest_min_cosine": 0.9995}},
+        {"benchmark": "encode", "ratios": {"mtexp_default_precision": "bf16",
+                                           "mtexp_default_vs_st_default_speed": 1.7,
+                                           "mtexp_default_min_cosine": 0.9995}},
         {"benchmark": "train-bf16", "settings": {"precision": "bf16"},
          "ratios": {"mtexp_vs_hf_samples_per_second": 1.4, "intent_accuracy_points_mtexp_minus_hf": -0.3,
-                    "slot_f1_points_mtexp_minus_hf": 1.5}},
+                    "slot_f1_points_mtexp_minus_hf": 0.6}},
+        {"benchmark": "train-default", "settings": {"precision": "auto"},
+         "ratios": {"mtexp_vs_hf_samples_per_second": 1.0, "intent_accuracy_points_mtexp_minus_hf": 3.0,
+                    "slot_f1_points_mtexp_minus_hf": 3.0}},
         {"benchmark": "freezing", "ratios": {"backbone/none peak_memory_mb": 0.7,
-                                             "backbone/none wall time, 5 epochs": 0.2}},
+                                             "backbone/none wall time, 5 epochs": 0.2,
+                                             "backbone second/first run cache_seconds": 0.04}},
     ]
-    lines = target_verdicts(results, {"mtexp training bf16 / matmul peak (estimate)": 0.4})
+    lines = target_verdicts(results, {"mtexp training fp32 / matmul peak (estimate)": 0.6,
+                                      "mtexp training bf16 / matmul peak (estimate)": 0.55})
     status = {line.split(" = ")[0].split(": ", 1)[1]: line.split(":")[0] for line in lines}
     assert status == {
-        "encode speed vs sentence-transformers fp32 (mtexp bf16)": "met",
-        "encode min cosine to fp32": "met",
-        "training samples/s vs HF Trainer, bf16": "missed",
+        "default encode() (bf16) vs SentenceTransformer.encode() default, speed": "met",
+        "default encode() min cosine to fp32": "missed",
+        "training samples/s vs HF Trainer (length-grouped), bf16": "met",
         "test intent accuracy, mtexp - HF points, bf16": "met",
         "test slot F1, mtexp - HF points, bf16": "missed",
         "backbone/none peak_memory_mb": "missed",
         "backbone/none wall time, 5 epochs": "met",
+        "backbone second/first run cache_seconds (stored frozen features)": "met",
+        "mtexp training fp32 / matmul peak (estimate)": "missed",
+        "mtexp training bf16 / matmul peak (estimate)": "met",
     }
 
 
 def test_summary_is_rewritten_from_saved_results(tmp_path: Path) -> None:
     encode = {**header("encode", {}), "rows": [], "notes": [],
-              "ratios": {"mtexp_fastest_setting": "mtexp bf16", "mtexp_fastest_vs_st_fp32_speed": 1.2,
-                         "mtexp_fastest_min_cosine": 0.9999}}
+              "ratios": {"mtexp_default_precision": "bf16", "mtexp_default_vs_st_default_speed": 1.2,
+                         "mtexp_default_min_cosine": 0.99995, "mtexp_fp32_vs_st_fp32_speed": 1.01,
+                         "mtexp_bf16_vs_st_bf16_speed": 1.0}}
     (tmp_path / "encode.json").write_text(json.dumps(encode))
     [loaded] = bench_run.main(["summary", "--out", str(tmp_path)])
     assert loaded["ratios"] == encode["ratios"]
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["targets"][0].startswith("missed: encode speed")
-    assert (tmp_path / "summary.md").read_text().startswith("Written by `")
+    assert summary["targets"][0].startswith("missed: default encode() (bf16)")
+    assert summary["targets"][1].startswith("met: default encode() min cosine")
+    assert summary["headlines"]["Like for like"] == [
+        "encode, fp32: mtexp 1.01x sentence-transformers (fp32)",
+        "encode, bf16: mtexp 1.0x sentence-transformers (bf16)"]
+    assert summary["headlines"]["Default against default"] == [
+        "encode: encode() (bf16) 1.2x SentenceTransformer.encode() (fp32)"]
+    markdown = (tmp_path / "summary.md").read_text()
+    assert markdown.startswith("Written by `")
+    assert markdown.index("# Like for like") < markdown.index("# Default against default") < markdown.index(
+        "# Targets")
     with pytest.raises(SystemExit):
         bench_run.main(["summary", "--out", str(tmp_path / "empty")])

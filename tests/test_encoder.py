@@ -7,9 +7,11 @@ import pytest
 import torch
 from conftest import require_module
 
+from mtexp import precision as precision_module
 from mtexp.backbones import BundledModelError, bundled_model_path, verify_model_folder
 from mtexp.encoder import SentenceEncoder
 from mtexp.pooling import POOLING_MODES, pool
+from mtexp.precision import resolve_precision
 
 SHORT = "turn on the kitchen lights"
 LONG = " ".join([SHORT, "and then play some relaxing jazz music in the living room please"] * 2)
@@ -30,7 +32,7 @@ def test_matches_sentence_transformers_on_real_sentences(minilm, shared_data):
     sentences = snips_sentences(shared_data, 256)
     reference = sentence_transformers.SentenceTransformer(str(bundled_model_path()), device="cpu")
     expected = reference.encode(sentences, batch_size=32, normalize_embeddings=True)
-    ours = minilm.encode(sentences, batch_size=32, normalize=True)
+    ours = minilm.encode(sentences, batch_size=32, normalize=True, precision="fp32")
     assert ours.shape == expected.shape == (256, 384)
     assert np.abs(ours - expected).max() <= 1e-5
 
@@ -40,8 +42,8 @@ def test_embedding_does_not_depend_on_batch_mates(minilm, mode):
     assert len(minilm.tokenizer(LONG)["input_ids"]) >= 3 * len(minilm.tokenizer(SHORT)["input_ids"])
     minilm.pooling = mode
     try:
-        alone = minilm.encode([SHORT])[0]
-        batched = minilm.encode([LONG, SHORT], batch_size=2)[1]
+        alone = minilm.encode([SHORT], precision="fp32")[0]
+        batched = minilm.encode([LONG, SHORT], batch_size=2, precision="fp32")[1]
     finally:
         minilm.pooling = "mean"
     assert np.abs(alone - batched).max() <= 1e-5
@@ -87,8 +89,8 @@ def test_unknown_pooling_mode_is_rejected():
 
 def test_encode_keeps_input_order_and_shape(tiny_encoder):
     sentences = ["a", "a much longer sentence than the first one", "mid length one"]
-    together = tiny_encoder.encode(sentences, batch_size=2)
-    one_by_one = np.stack([tiny_encoder.encode([s])[0] for s in sentences])
+    together = tiny_encoder.encode(sentences, batch_size=2, precision="fp32")
+    one_by_one = np.stack([tiny_encoder.encode([s], precision="fp32")[0] for s in sentences])
     assert together.shape == (3, tiny_encoder.hidden_size)
     np.testing.assert_allclose(together, one_by_one, atol=1e-5)
     as_tensor = tiny_encoder.encode(sentences, convert_to="torch", normalize=True)
@@ -140,9 +142,74 @@ def test_missing_bundled_weights_is_a_clear_error(tmp_path):
 
 def test_bf16_encoding_stays_close_to_fp32(minilm):
     sentences = [SHORT, LONG, "what is the weather like in paris tomorrow"]
-    full = minilm.encode(sentences, normalize=True)
+    full = minilm.encode(sentences, normalize=True, precision="fp32")
     half = minilm.encode(sentences, normalize=True, precision="bf16")
     assert half.dtype == full.dtype
     assert (full * half).sum(axis=1).min() >= 0.999
     with pytest.raises(ValueError, match="precision"):
         minilm.encode(sentences, precision="fp16")
+
+
+# ----- precision="auto": bf16 where the hardware runs it natively, within a stated tolerance --
+BF16_MIN_COSINE = 0.9999  # README, Task 1
+
+
+def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return float((a * b).sum(axis=1).min())
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    ({"avx512f", "avx512_bf16"}, "bf16"), ({"amx_bf16", "amx_tile"}, "bf16"),
+    ({"fp", "asimd", "bf16"}, "bf16"), ({"avx2", "avx512f"}, "fp32"), (set(), "fp32"),
+])
+def test_auto_picks_bf16_only_where_the_cpu_has_bf16_units(monkeypatch, flags, expected):
+    monkeypatch.setattr(precision_module, "cpu_flags", lambda: frozenset(flags))
+    assert resolve_precision("auto", "cpu") == expected
+    assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("fp16", "cpu")
+
+
+def test_cpu_flags_are_read_from_cpuinfo(monkeypatch, tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n\nprocessor\t: 1\n",
+                       encoding="utf-8")
+    monkeypatch.setattr(precision_module, "CPUINFO", cpuinfo)
+    precision_module.cpu_flags.cache_clear()
+    try:
+        assert {"avx512_bf16", "fpu"} <= precision_module.cpu_flags()
+    finally:
+        precision_module.cpu_flags.cache_clear()
+
+
+def test_encode_defaults_to_auto(tiny_encoder, monkeypatch):
+    chosen = []
+    real_autocast = torch.autocast
+
+    def spy(device_type, dtype=None, enabled=True, **kwargs):
+        chosen.append(enabled)
+        return real_autocast(device_type, dtype=dtype, enabled=enabled, **kwargs)
+
+    monkeypatch.setattr(torch, "autocast", spy)
+    for flags, bf16 in (({"avx512_bf16"}, True), (set(), False)):
+        monkeypatch.setattr(precision_module, "cpu_flags", lambda flags=flags: frozenset(flags))
+        tiny_encoder.encode(["turn on the lights"])
+        assert chosen[-1] is bf16
+
+
+def test_bf16_embeddings_of_the_tiny_backbone_stay_within_the_tolerance(tiny_encoder):
+    sentences = [SHORT, LONG, "what is the weather like in paris tomorrow", "a", "play some jazz"] * 4
+    full = tiny_encoder.encode(sentences, precision="fp32")
+    half = tiny_encoder.encode(sentences, precision="bf16")
+    auto = tiny_encoder.encode(sentences)  # bf16 or fp32, whichever this machine picks
+    assert min_cosine(full, half) >= BF16_MIN_COSINE
+    assert min_cosine(full, auto) >= BF16_MIN_COSINE
+
+
+def test_bf16_embeddings_of_minilm_on_snips_stay_within_the_tolerance(minilm, shared_data):
+    sentences = snips_sentences(shared_data, 300)
+    full = minilm.encode(sentences, precision="fp32")
+    half = minilm.encode(sentences, precision="bf16")
+    assert min_cosine(full, half) >= BF16_MIN_COSINE

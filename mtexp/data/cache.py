@@ -1,5 +1,8 @@
 """The on-disk cache of tokenised features: keys (tokenizer, max_length, alignment option and
-data content) and the entries they name, written atomically and checked against a manifest."""
+data content) and the entries they name, written atomically and checked against a manifest.
+
+The entry machinery (`commit_entry`, `load_entry`, `entry_lock`, `discard_entry`) is shared
+with the frozen-feature store (`mtexp.feature_store`)."""
 
 from __future__ import annotations
 
@@ -12,8 +15,10 @@ import shutil
 import socket
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import datasets
 import pyarrow
@@ -21,7 +26,13 @@ import pyarrow
 from mtexp.data.types import MultiTaskData
 from mtexp.io import make_temp_dir
 
+try:
+    import fcntl
+except ImportError:  # not on Windows: the rename alone keeps entries whole
+    fcntl = None
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FORMAT_VERSION = 3  # 3: entries carry a manifest
 
@@ -84,6 +95,7 @@ META_FILE = "meta.json"
 MANIFEST_FILE = "manifest.json"
 TEMP_PREFIX = ".tmp-"  # an entry being written: .tmp-<key>.<host>.<pid>.<random>.tmp
 DISCARD_PREFIX = ".damaged-"  # a damaged entry moved aside before it is deleted
+LOCK_PREFIX = ".lock-"  # the lock file of an entry being built (`entry_lock`)
 STALE_SECONDS = 30 * 60  # a temporary folder this old is an orphan, whoever wrote it
 CHUNK = 1 << 20
 
@@ -101,17 +113,12 @@ class DamagedEntry(Exception):
 def read_entry(entry: Path) -> Built | None:
     """The datasets of a cache entry, None when there is none; `DamagedEntry` when the entry
     fails its manifest or does not load."""
-    if not entry.exists():
-        return None
-    build_id = verify_entry(entry)
-    try:
-        meta = json.loads((entry / META_FILE).read_text())
-        return {
-            (corpus, split): datasets.load_from_disk(str(entry / part))
-            for part, (corpus, split) in meta["parts"].items()
-        }
-    except (OSError, ValueError, KeyError, TypeError, pyarrow.ArrowException) as error:
-        raise DamagedEntry(f"it does not load: {type(error).__name__}: {error}", build_id) from None
+
+    def load_parts(folder: Path, meta: dict[str, Any]) -> Built:
+        return {(corpus, split): datasets.load_from_disk(str(folder / part))
+                for part, (corpus, split) in meta["parts"].items()}
+
+    return load_entry(entry, load_parts)
 
 
 def verify_entry(entry: Path) -> str:
@@ -141,16 +148,31 @@ def write_entry(root: Path, key: str, built: Built, meta: dict[str, Any]) -> Pat
     When another process commits the same entry first, its entry is kept and used. Orphaned
     temporary folders of earlier writers (killed, or gone) are removed first.
     """
+
+    def save_parts(folder: Path) -> dict[str, Any]:
+        parts = {}
+        for n, ((corpus, split), ds) in enumerate(sorted(built.items())):
+            parts[f"part{n}"] = [corpus, split]
+            ds.save_to_disk(str(folder / f"part{n}"))
+        return {**meta, "parts": parts}
+
+    return commit_entry(root, key, save_parts)
+
+
+def commit_entry(root: Path, key: str, save: Callable[[Path], dict[str, Any]]) -> Path:
+    """Write an entry `<root>/<key>` whole or not at all and return its path.
+
+    `save(folder)` writes the entry's files into a temporary folder and returns its metadata
+    (meta.json); the manifest is written last and the folder renamed into place. When another
+    process commits the same entry first, its entry is kept and used.
+    """
     entry = root / key
     root.mkdir(parents=True, exist_ok=True)
     remove_orphans(root)
     temp = make_temp_dir(root, f"{TEMP_PREFIX}{key}.{_host()}.{os.getpid()}.")
     try:
-        parts = {}
-        for n, ((corpus, split), ds) in enumerate(sorted(built.items())):
-            parts[f"part{n}"] = [corpus, split]
-            ds.save_to_disk(str(temp / f"part{n}"))
-        (temp / META_FILE).write_text(json.dumps({**meta, "parts": parts}, indent=1))
+        meta = save(temp)
+        (temp / META_FILE).write_text(json.dumps(meta, indent=1))
         _write_manifest(temp)
         os.rename(temp, entry)
         log.info("feature cache written: %s", entry)
@@ -161,6 +183,40 @@ def write_entry(root: Path, key: str, built: Built, meta: dict[str, Any]) -> Pat
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     return entry
+
+
+def load_entry(entry: Path, load: Callable[[Path, dict[str, Any]], T]) -> T | None:
+    """`load(entry, meta)` of an entry that passes its manifest, None when there is none;
+    `DamagedEntry` when the entry fails its manifest or does not load."""
+    if not entry.exists():
+        return None
+    build_id = verify_entry(entry)
+    try:
+        return load(entry, json.loads((entry / META_FILE).read_text()))
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, pyarrow.ArrowException) as error:
+        raise DamagedEntry(f"it does not load: {type(error).__name__}: {error}", build_id) from None
+
+
+@contextmanager
+def entry_lock(root: Path, key: str) -> Iterator[None]:
+    """Hold an exclusive lock on the entry `<root>/<key>` (an advisory `flock` on a lock file
+    beside it), so that processes wanting the same entry build it once: the others wait, then
+    read it. The lock goes with its holder, killed or not; where `flock` is missing the rename
+    in `commit_entry` still leaves one whole entry."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f"{LOCK_PREFIX}{key}", "a+b") as handle:
+        if fcntl is None:
+            yield
+            return
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            log.info("waiting for another process to finish the cache entry %s", root / key)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def discard_entry(entry: Path, build_id: str | None) -> None:
