@@ -159,13 +159,25 @@ def test_mlflow_metrics_per_step_per_epoch_and_final(tracked):
     assert history("final/test.score") == [(tracked.metrics["epochs_run"], final["test.score"])]
 
 
-def test_resumed_run_continues_its_tracked_runs(tmp_path):
+def test_resumed_run_continues_its_tracked_runs(tmp_path, monkeypatch):
     """A run resumed from its own checkpoint logs into the same MLflow run, and its event files
     read as one series per tag."""
     require_module("tensorboard")
     require_module("mlflow")
+    from mtexp.callbacks import Checkpointing
+
     run_dir, database = tmp_path / "run", tmp_path / "mlflow.db"
-    train(run_dir, database)
+    save_last = Checkpointing.save_last
+
+    def crash_after_second_epoch(self, trainer):
+        save_last(self, trainer)
+        if trainer.state.epoch == 2:
+            raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(Checkpointing, "save_last", crash_after_second_epoch)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(run_dir, database, "trainer.epochs=3")
+    monkeypatch.undo()
     train(run_dir, database, "trainer.epochs=3", "trainer.resume=true")
     client, runs = mlflow_runs(database)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
