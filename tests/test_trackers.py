@@ -164,17 +164,17 @@ def test_resumed_run_continues_its_tracked_runs(tmp_path, monkeypatch):
     read as one series per tag."""
     require_module("tensorboard")
     require_module("mlflow")
-    from mtexp.callbacks import Checkpointing
+    from mtexp.trainer import Trainer
 
     run_dir, database = tmp_path / "run", tmp_path / "mlflow.db"
-    save_last = Checkpointing.save_last
+    train_epoch = Trainer.train_epoch
 
-    def crash_after_second_epoch(self, trainer):
-        save_last(self, trainer)
-        if trainer.state.epoch == 2:
+    def crash_before_the_third_epoch(self, epoch):
+        if epoch == 2:  # every callback has seen epoch 2, and last.pt holds it
             raise RuntimeError("simulated crash")
+        train_epoch(self, epoch)
 
-    monkeypatch.setattr(Checkpointing, "save_last", crash_after_second_epoch)
+    monkeypatch.setattr(Trainer, "train_epoch", crash_before_the_third_epoch)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(run_dir, database, "trainer.epochs=3")
     monkeypatch.undo()
