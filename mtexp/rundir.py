@@ -154,7 +154,13 @@ class RunDir:
         if not path.is_file():
             return None
         try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
+            try:
+                checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
+            except RuntimeError:
+                if not mmap:
+                    raise
+                # not a zip-format file: read it whole, so that the error says what is wrong
+                checkpoint = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as error:  # torch raises several kinds for a damaged file
             raise CheckpointError(f"checkpoint {path} is unreadable ({type(error).__name__}: "
                                   f"{_first_line(error)})") from error

@@ -17,13 +17,15 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
+from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig
 
 from mtexp.config import ConfigError
-from mtexp.rundir import RunDir, now_iso
+from mtexp.rundir import RunDir, now_iso, run_dirs_under
 
 log = logging.getLogger("mtexp.run")
 INTERRUPTED, FAILED = "interrupted", "failed"
@@ -127,6 +129,33 @@ class RunLife:
             raise
         except Exception as config_error:  # an unresolvable interpolation, for one
             log.debug("config.yaml not written: %s", config_error)
+
+
+# ----- multiruns ------------------------------------------------------------------------------
+# Run directories of the failed jobs of this process's multirun (`mtexp.train.hydra_main` adds
+# those it ran; `SweepOutcome` those of other processes).
+FAILED_RUNS: list[str] = []
+
+
+class SweepOutcome(HydraCallback):
+    """After a multirun: the jobs that did not complete, from this process and from the statuses
+    the sweep's jobs wrote (other launchers run jobs elsewhere); `main` then exits non-zero.
+    Registered in conf/config.yaml; Hydra calls it when every job has returned. It lives here,
+    not in `mtexp.train`, which runs as `__main__` under `python -m`: one list for both."""
+
+    def __init__(self) -> None:
+        self.started = now_iso()
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = now_iso()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        for folder in run_dirs_under(sweep_dir) if sweep_dir.is_dir() else []:
+            status = RunDir(folder).read_status([])
+            ended_here = str(status.get("started", "")) >= self.started
+            if ended_here and status.get("status") != "completed" and str(folder) not in FAILED_RUNS:
+                FAILED_RUNS.append(str(folder))
 
 
 # ----- signals --------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ import hydra
 import torch
 import transformers
 from hydra.core.hydra_config import HydraConfig
-from hydra.experimental.callback import Callback as HydraCallback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
@@ -41,8 +40,8 @@ from mtexp.measure import Pretrained, run_metrics
 from mtexp.model import MultiTaskModel
 from mtexp.progress import library_progress, progress_mode
 from mtexp.resources import reuse_freed_memory
-from mtexp.rundir import CheckpointError, RunDir, now_iso, run_dirs_under, write_model
-from mtexp.runlife import RunLife, stop_on_termination
+from mtexp.rundir import CheckpointError, RunDir, write_model
+from mtexp.runlife import FAILED_RUNS, RunLife, stop_on_termination
 from mtexp.runlock import RunDirBusy, RunLock
 from mtexp.summary import format_metrics_table
 from mtexp.trackers import TrackerError
@@ -139,8 +138,6 @@ def hydra_context() -> tuple[Path, dict[str, str], list[str], bool]:
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, DataError, RunDirBusy, CheckpointError, TrackerError, BundledModelError,
 )
-# Run directories of this process's failed multirun jobs (`SweepOutcome` adds those of other processes).
-FAILED_RUNS: list[str] = []
 
 
 def show_traceback() -> bool:
@@ -171,26 +168,6 @@ def hydra_main(cfg: DictConfig) -> float | None:
     if context_from_env().is_main:
         print(format_metrics_table(metrics, Path(run_dir)))
     return metrics["test"].get("score")
-
-
-class SweepOutcome(HydraCallback):
-    """After a multirun: the jobs that did not complete, from this process and from the statuses
-    the sweep's jobs wrote (other launchers run jobs elsewhere); `main` then exits non-zero.
-    Registered in conf/config.yaml; Hydra calls it when every job has returned."""
-
-    def __init__(self) -> None:
-        self.started = now_iso()
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.started = now_iso()
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        for folder in run_dirs_under(sweep_dir) if sweep_dir.is_dir() else []:
-            status = RunDir(folder).read_status([])
-            ended_here = str(status.get("started", "")) >= self.started
-            if ended_here and status.get("status") != "completed" and str(folder) not in FAILED_RUNS:
-                FAILED_RUNS.append(str(folder))
 
 
 # Ranks other than 0 leave no Hydra output: rank 0's run directory is the run's record.
