@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import torch
 
-from mtexp.config import RunConfig, check_task_names
+from mtexp.backbones import BUNDLED_NAMES, bundled_model_path
+from mtexp.config import ConfigError, RunConfig, check_task_names
 from mtexp.data import MultiTaskData, load_data
 from mtexp.data.features import Features, build_features
 from mtexp.encoder import SentenceEncoder
@@ -70,3 +75,61 @@ def build_model(run: RunConfig, data: MultiTaskData) -> MultiTaskModel:
         torch.default_generator.manual_seed(run.seed)
         run.freezing.scenario.prepare(model)
     return model
+
+
+# ----- checks before any data loads --------------------------------------------------------
+# A hub id: `name` or `namespace/name`; anything else is meant as a folder.
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+LAYER_KEYS = ("num_hidden_layers", "n_layers", "num_layers")
+
+
+def check_backbone(run: RunConfig) -> None:
+    """The backbone can be found (a local folder, the bundled default, or a hub id that is
+    cached or may be downloaded), and the freezing scenario fits its layer count; `ConfigError`
+    naming the key otherwise. Reads at most the backbone's config.json."""
+    backbone = run.backbone
+    config_file = backbone_config_file(backbone.name_or_path)
+    layers = backbone.num_layers if backbone.random_init else layer_count(config_file)
+    if layers is None:
+        return
+    try:
+        run.freezing.scenario.check_layers(layers)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def backbone_config_file(name_or_path: str) -> Path | None:
+    """The config.json of the backbone `name_or_path` names, where it can be found offline;
+    None for a hub id that is not cached but may still be downloaded."""
+    key = "backbone.name_or_path"
+    if name_or_path in BUNDLED_NAMES:
+        return bundled_model_path() / "config.json"
+    folder = Path(name_or_path).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise ConfigError(f"{key}: the folder {folder} has no config.json (expected a model folder "
+                              f"saved with save_pretrained)")
+        return folder / "config.json"
+    if not HUB_ID.match(name_or_path):
+        raise ConfigError(f"{key}: no model folder at {name_or_path} (expected an existing folder, or a hub "
+                          f"id such as bert-base-uncased or namespace/name)")
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(name_or_path, "config.json")
+    if isinstance(cached, str):
+        return Path(cached)
+    if constants.HF_HUB_OFFLINE:
+        raise ConfigError(f"{key}: {name_or_path!r} is neither a local folder nor in the Hugging Face "
+                          f"cache, and HF_HUB_OFFLINE=1 forbids downloading it")
+    return None
+
+
+def layer_count(config_file: Path | None) -> int | None:
+    """The encoder's layer count from its config.json; None when unknown."""
+    if config_file is None:
+        return None
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"backbone.name_or_path: {config_file} is unreadable ({error})") from None
+    return next((int(config[key]) for key in LAYER_KEYS if isinstance(config.get(key), int)), None)

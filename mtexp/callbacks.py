@@ -17,7 +17,8 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mtexp.config import EarlyStoppingConfig, RunConfig, logger_names
+from mtexp.checkpoint import check_labels, fingerprint
+from mtexp.config import ConfigError, EarlyStoppingConfig, RunConfig, logger_names
 from mtexp.distributed import DistContext, barrier
 from mtexp.optim import group_learning_rates
 from mtexp.rundir import BEST, LAST, RunDir
@@ -119,17 +120,23 @@ class Checkpointing(Callback):
     `EarlyStopping`, which must come first); resumes from a `last.pt`, and loads the best weights
     at the end. Only the main process writes."""
 
-    def __init__(self, run_dir: RunDir, context: DistContext, resume_from: RunDir | None = None) -> None:
+    def __init__(self, run_dir: RunDir, context: DistContext, resume_from: RunDir | None = None,
+                 fingerprint: dict[str, Any] | None = None) -> None:
         self.run_dir = run_dir
         self.context = context
         self.resume_from = resume_from
+        # What a resume must keep (`mtexp.checkpoint.fingerprint`); by default the trainer's run's.
+        self.fingerprint = fingerprint
 
     def on_fit_start(self, trainer: Trainer) -> None:
         barrier(self.context)
+        if self.fingerprint is None:
+            self.fingerprint = fingerprint(trainer.run)
         source = self.resume_from
         checkpoint = source.read_checkpoint(LAST) if source is not None else None
         if checkpoint is None:
             return
+        check_labels(checkpoint.get("labels"), task_labels(trainer))
         trainer.load_state_dict(checkpoint)
         if source.path != self.run_dir.path and self.context.is_main:
             best = source.read_checkpoint(BEST)
@@ -144,7 +151,8 @@ class Checkpointing(Callback):
         self.save_last(trainer)
 
     def save_last(self, trainer: Trainer) -> None:
-        self.run_dir.write_checkpoint(LAST, trainer.state_dict())
+        payload = {**trainer.state_dict(), "fingerprint": self.fingerprint, "labels": task_labels(trainer)}
+        self.run_dir.write_checkpoint(LAST, payload)
 
     def on_fit_end(self, trainer: Trainer) -> None:
         barrier(self.context)
@@ -153,12 +161,21 @@ class Checkpointing(Callback):
             trainer.model.load_state_dict(best["model"])
 
 
+def task_labels(trainer: Trainer) -> dict[str, list[str]]:
+    """Each task's labels, in the order of the model's outputs."""
+    return {task.name: list(task.labels) for task in trainer.runner.data.tasks}
+
+
 def resume_source(resume: Any, run_dir: RunDir) -> RunDir | None:
-    """`trainer.resume`: true resumes from the run's own directory, a path from that directory."""
+    """`trainer.resume`: true resumes from the run's own directory, a path from that directory
+    (which must exist: a mistyped path is a `ConfigError`, not a fresh start)."""
     if resume is True or (isinstance(resume, str) and resume.lower() == "true"):
         return run_dir
     if isinstance(resume, str) and resume and resume.lower() != "false":
-        return RunDir(Path(resume))
+        source = RunDir(Path(resume))
+        if not source.path.is_dir():
+            raise ConfigError(f"trainer.resume names a run directory that does not exist: {resume}")
+        return run_dir if source.path.resolve() == run_dir.path.resolve() else source
     return None
 
 

@@ -25,6 +25,20 @@ DEVICES = ("auto", "cpu", "cuda")
 LOGGERS = ("none", "csv", "tensorboard", "mlflow")
 
 
+# What `dev.<task>.<metric>` may name (mtexp.metrics): sequence tasks' and token tasks' scores,
+# and the joint sentence accuracy of data with both.
+TASK_METRICS = ("accuracy", "macro_f1", "precision", "recall", "f1", "token_accuracy")
+JOINT_METRIC = "dev.joint.sentence_accuracy"
+
+
+def is_metric_name(metric: str) -> bool:
+    """`dev.score`, `dev.joint.sentence_accuracy` or `dev.<task>.<metric>` of `TASK_METRICS`."""
+    parts = str(metric).split(".")
+    if metric in ("dev.score", JOINT_METRIC):
+        return True
+    return len(parts) == 3 and parts[0] == "dev" and bool(parts[1]) and parts[2] in TASK_METRICS
+
+
 class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the key."""
 
@@ -85,7 +99,8 @@ class EarlyStoppingConfig:
 
     def __post_init__(self) -> None:
         _require(self.mode in ("max", "min"), "trainer.early_stopping.mode", "max or min", self.mode)
-        _require(self.metric.startswith("dev."), "trainer.early_stopping.metric", "dev.<...>", self.metric)
+        _require(is_metric_name(self.metric), "trainer.early_stopping.metric",
+                 f"dev.score or dev.<task>.<metric> with <metric> one of {TASK_METRICS}", self.metric)
         if self.patience is not None:
             _require(self.patience >= 1, "trainer.early_stopping.patience", ">= 1 or null", self.patience)
 
@@ -106,6 +121,7 @@ class TrainerConfig:
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     resume: Any = False
+    overwrite: bool = False
     feature_cache: bool = True
     progress: bool = True
 
@@ -122,6 +138,10 @@ class TrainerConfig:
             _require(self.threads >= 1, "trainer.threads", ">= 1 or null", self.threads)
         resume_ok = isinstance(self.resume, (bool, str))
         _require(resume_ok, "trainer.resume", "true, false or a run directory", self.resume)
+        resumes = self.resume is True or str(self.resume).lower() not in ("", "false")
+        _require(not (self.overwrite and resumes), "trainer.overwrite",
+                 "false when trainer.resume is set (resume continues the run, overwrite replaces it)",
+                 self.overwrite)
 
 
 @dataclass
@@ -254,3 +274,7 @@ def check_task_names(run: RunConfig, task_names: list[str]) -> None:
         for name in names:
             if name not in task_names and name not in HEAD_ALIASES:
                 raise ConfigError(f"{key} names {name!r}, which is not a task: tasks are {task_names}")
+    metric = run.trainer.early_stopping.metric.split(".")
+    if len(metric) == 3 and metric[1] != "joint" and metric[1] not in task_names:
+        raise ConfigError(f"trainer.early_stopping.metric names {metric[1]!r}, which is not a task: "
+                          f"expected dev.score or dev.<task>.<metric> with a task of {task_names}")

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import subprocess
 import traceback
 from collections.abc import Collection, Iterable, Mapping
@@ -50,11 +51,18 @@ TENSORBOARD_DIR = "tensorboard_logs"
 # Hydra's own record of the run: read when config.yaml, choices.yaml or overrides.yaml is missing.
 HYDRA_DIR = ".hydra"
 HYDRA_CONFIG_FILE = "hydra.yaml"
+# Held while a run lives (`mtexp.runlock`): its pid, host and start.
+LOCK_FILE = ".lock"
 # Any of these makes a folder a run directory.
 RUN_MARKERS = (STATUS_FILE, METRICS_FILE, HYDRA_DIR)
 # Left out of a published copy: weights (adapters too), tokenizer and checkpoints (large), Hydra's
 # folder, logs and event files (local paths, host names).
-UNPUBLISHED = (CHECKPOINT_DIR, MODEL_FILE, ADAPTER_DIR, TOKENIZER_DIR, HYDRA_DIR, "*.log", TENSORBOARD_DIR)
+UNPUBLISHED = (CHECKPOINT_DIR, MODEL_FILE, ADAPTER_DIR, TOKENIZER_DIR, HYDRA_DIR, "*.log", TENSORBOARD_DIR,
+               LOCK_FILE)
+# What a run writes into its directory: removed before `trainer.overwrite=true` trains anew.
+RUN_FILES = (STATUS_FILE, METRICS_FILE, HISTORY_FILE, STEPS_FILE, CONFIG_FILE, CHOICES_FILE, OVERRIDES_FILE,
+             ENV_FILE, LABELS_FILE, MODEL_FILE, MODEL_CONFIG_FILE, CHECKPOINT_DIR, ADAPTER_DIR, TOKENIZER_DIR,
+             TENSORBOARD_DIR)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -88,7 +96,8 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
 
     def write_status(self, status: str, started: str, error: BaseException | None = None) -> None:
-        """`running`, then `completed` or `failed` with the exception and its traceback."""
+        """`running`, then `completed`, or `failed` / `interrupted` with the exception and its
+        traceback."""
         payload: dict[str, Any] = {
             "status": status,
             "started": started,
@@ -127,16 +136,50 @@ class RunDir:
         atomic_write_json(self.metrics_file, metrics)
 
     def write_checkpoint(self, name: str, payload: dict[str, Any]) -> Path:
+        """`checkpoints/<name>`; a failed write (torch reports a full disk as a RuntimeError)
+        raises `CheckpointError` naming the file, the old checkpoint left in place."""
         path = self.checkpoint_file(name)
-        atomic_save(path, lambda temp: torch.save(payload, temp))
+        try:
+            atomic_save(path, lambda temp: torch.save(payload, temp))
+        except (OSError, RuntimeError) as error:
+            raise CheckpointError(f"could not write checkpoint {path}: {type(error).__name__}: "
+                                  f"{_first_line(error)}") from error
         return path
 
     # ----- readers --------------------------------------------------------------------------
-    def read_checkpoint(self, name: str = LAST) -> dict[str, Any] | None:
+    def read_checkpoint(self, name: str = LAST, mmap: bool = False) -> dict[str, Any] | None:
+        """The checkpoint `name`; None when absent; `CheckpointError` naming it when unreadable.
+        With `mmap` the tensors are mapped from the file, not read (a cheap look inside)."""
         path = self.checkpoint_file(name)
         if not path.is_file():
             return None
-        return torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            try:
+                checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
+            except RuntimeError:
+                if not mmap:
+                    raise
+                # not a zip-format file: read it whole, so that the error says what is wrong
+                checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as error:  # torch raises several kinds for a damaged file
+            raise CheckpointError(f"checkpoint {path} is unreadable ({type(error).__name__}: "
+                                  f"{_first_line(error)})") from error
+        if not isinstance(checkpoint, dict):
+            raise CheckpointError(f"checkpoint {path} holds a {type(checkpoint).__name__}, not a dict")
+        return checkpoint
+
+    def holds_run(self) -> bool:
+        """A run has written here before (its status or its metrics)."""
+        return (self.path / STATUS_FILE).is_file() or self.metrics_file.is_file()
+
+    def remove_run_files(self) -> None:
+        """Every file and folder a run writes (`RUN_FILES`); Hydra's own record and logs stay."""
+        for name in RUN_FILES:
+            path = self.path / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
 
     def read_status(self, problems: list[str]) -> dict[str, Any]:
         return read_document(self.path / STATUS_FILE, problems, dict) or {}
@@ -175,6 +218,15 @@ class RunDir:
     def read_environment(self) -> dict[str, Any] | None:
         path = self.path / ENV_FILE
         return json.loads(path.read_text()) if path.is_file() else None
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read; the message names its path."""
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def read_document(path: Path, problems: list[str], kind: type) -> Any:

@@ -49,6 +49,10 @@ class Scenario:
     def check_budget(self, epochs: int) -> None:
         """Raise ValueError, naming the key, when the scenario cannot play out in `epochs` epochs."""
 
+    def check_layers(self, layers: int) -> None:
+        """Raise ValueError, naming the key, when the scenario cannot work on an encoder of
+        `layers` layers (checked before any data loads, where the layer count is known)."""
+
     def trainable(self, parts: Collection[Part], kinds: Mapping[str, str], epoch: int) -> set[Part]:
         """The parts among `parts` that train at `epoch` (0-based); `kinds` maps each task to
         its kind, in task order."""
@@ -134,6 +138,10 @@ class Partial(Scenario):
     """The embeddings and the bottom `freezing.k` layers stay frozen; the rest trains."""
 
     name = "partial"
+
+    def check_layers(self, layers: int) -> None:
+        if self.cfg.k > layers:
+            raise ValueError(f"freezing.k must be at most the backbone's {layers} layers, got {self.cfg.k}")
 
     def trainable(self, parts: Collection[Part], kinds: Mapping[str, str], epoch: int) -> set[Part]:
         layers = num_layers(parts)

@@ -8,7 +8,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +22,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mtexp.build import build_model, build_run_features, load_data_checked, pick_device
-from mtexp.callbacks import default_callbacks, finishing
-from mtexp.config import RunConfig, validate
+from mtexp.backbones import BundledModelError
+from mtexp.build import build_model, build_run_features, check_backbone, load_data_checked, pick_device
+from mtexp.callbacks import default_callbacks, finishing, resume_source
+from mtexp.checkpoint import check_resume
+from mtexp.config import ConfigError, RunConfig, validate
+from mtexp.data import DataError
 from mtexp.distributed import (
     DistContext,
     broadcast_object,
@@ -35,8 +41,11 @@ from mtexp.model import MultiTaskModel
 from mtexp.precision import resolve_precision
 from mtexp.progress import library_progress, progress_mode
 from mtexp.resources import reuse_freed_memory
-from mtexp.rundir import RunDir, now_iso, write_model
+from mtexp.rundir import CheckpointError, RunDir, write_model
+from mtexp.runlife import FAILED_RUNS, RunLife, stop_on_termination
+from mtexp.runlock import RunDirBusy, RunLock
 from mtexp.summary import format_metrics_table
+from mtexp.trackers import TrackerError
 from mtexp.trainer import Trainer, TrainResult
 
 log = logging.getLogger("mtexp.train")
@@ -47,31 +56,37 @@ def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
         overrides: list[str] | None = None) -> dict[str, Any]:
     """Train and evaluate one configuration, writing the run directory. Returns metrics.json.
 
-    Under torchrun every rank trains; rank 0's run directory is the one written.
+    The directory is locked while the run lives (`mtexp.runlock`); how the run starts and how
+    its ending is recorded is `mtexp.runlife`'s. Under torchrun every rank trains; rank 0's run
+    directory is the one written.
     """
-    run_config = validate(cfg)
     context = context_from_env()
-    device = rank_device(pick_device(run_config.trainer.device), context)
-    init_distributed(device)
-    directory = RunDir(Path(broadcast_object(str(run_dir), context)))
-    writes = context.is_main
-    started = now_iso()
-    if writes:
-        directory.create()
-        directory.write_status("running", started)
-    try:
-        if writes:
-            directory.write_config(cfg, choices or {}, overrides or [])
-        metrics = train_and_evaluate(run_config, directory, device, context)
-    except BaseException as error:
-        if writes:
-            directory.write_status("failed", started, error)
-        raise
-    finally:
-        shutdown_distributed()
-    if writes:
-        directory.write_status("completed", started)
+    lock = RunLock(Path(run_dir)) if context.is_main else nullcontext()
+    # The life starts once the lock is held: what the directory holds is read under it.
+    with lock, RunLife(RunDir(Path(run_dir)), writes=context.is_main) as life:
+        life.remember_config(cfg, choices or {}, overrides or [])
+        run_config = checked_config(cfg, life)
+        try:
+            device = rank_device(pick_device(run_config.trainer.device), context)
+            init_distributed(device)
+            directory = RunDir(Path(broadcast_object(str(run_dir), context)))
+            check_resume(run_config, resume_source(run_config.trainer.resume, directory))
+            life.begin(cfg, choices or {}, overrides or [], run_config.trainer.overwrite)
+            metrics = train_and_evaluate(run_config, directory, device, context)
+        finally:
+            shutdown_distributed()
+        life.complete()
     return metrics
+
+
+def checked_config(cfg: DictConfig, life: RunLife) -> RunConfig:
+    """The validated config, checked against what it names (backbone, layers) and against the
+    run directory (a run there needs resume or overwrite), before any data loads."""
+    run_config = validate(cfg)
+    check_backbone(run_config)
+    trainer = run_config.trainer
+    life.check_takeover(resume_source(trainer.resume, life.directory) == life.directory, trainer.overwrite)
+    return run_config
 
 
 def train_and_evaluate(run: RunConfig, run_dir: RunDir, device: torch.device,
@@ -120,16 +135,36 @@ def hydra_context() -> tuple[Path, dict[str, str], list[str], bool]:
     return Path(hydra_cfg.runtime.output_dir), choices, list(hydra_cfg.overrides.task), multirun
 
 
+# Errors of the user's making (a config key, a data file, the run directory): their message says
+# what to change, so it is shown without a traceback (HYDRA_FULL_ERROR=1 or debug logging shows it).
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError, DataError, RunDirBusy, CheckpointError, TrackerError, BundledModelError,
+)
+
+
+def show_traceback() -> bool:
+    return os.environ.get("HYDRA_FULL_ERROR") == "1" or log.isEnabledFor(logging.DEBUG)
+
+
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> float | None:
     transformers.utils.logging.disable_progress_bar()
     run_dir, choices, overrides, multirun = hydra_context()
     try:
         metrics = run(cfg, run_dir, choices, overrides)
+    except USER_ERRORS as error:
+        if show_traceback() and not multirun:
+            raise
+        if multirun:  # one failed job must not stop the sweep: its status.json records why
+            FAILED_RUNS.append(str(run_dir))
+            log.error("run failed: %s: %s", run_dir, error, exc_info=show_traceback())
+            return None
+        print(f"Error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
     except Exception:
         if not multirun:
             raise
-        # One failed job must not stop the sweep: its status.json records why.
+        FAILED_RUNS.append(str(run_dir))
         log.exception("run failed: %s", run_dir)
         return None
     if context_from_env().is_main:
@@ -141,10 +176,24 @@ def hydra_main(cfg: DictConfig) -> float | None:
 SILENT_RANK_OVERRIDES = ("hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra.run.dir=.")
 
 
-def main() -> None:
+def main() -> int:
+    """`mtexp-train`: 0 when every run completed; 1 when a run (or a multirun's job) failed;
+    128 + the signal's number when SIGTERM or SIGINT stopped it (status `interrupted`)."""
     if not context_from_env().is_main:
         sys.argv.extend(SILENT_RANK_OVERRIDES)
-    hydra_main()
+    stop_on_termination()
+    try:
+        hydra_main()
+    except KeyboardInterrupt as interruption:
+        signum = getattr(interruption, "signum", signal.SIGINT)
+        print(f"Interrupted by {signal.Signals(signum).name}: resume with trainer.resume=true",
+              file=sys.stderr)
+        return 128 + signum
+    if FAILED_RUNS:
+        print(f"{len(FAILED_RUNS)} run(s) failed; see their status.json: {', '.join(FAILED_RUNS)}",
+              file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -405,8 +405,9 @@ class Trainer:
 
     def load_state_dict(self, checkpoint: Mapping[str, Any]) -> None:
         """Continue from `checkpoint`: the optimizer is rebuilt as it stood, thaw steps replayed.
-        The budget is the config's, as planned at the start (a changed one, e.g. more epochs,
-        extends the run); steps and seconds already spent count against it."""
+        The budget is the config's, as planned at the start (a resume under a changed one is
+        refused before the run starts, `mtexp.checkpoint.check_resume`, unless the checkpoint
+        predates fingerprints); steps and seconds already spent count against it."""
         self.state = TrainState(**checkpoint["state"])
         if self.state.plan and BudgetPlan(**self.state.plan) != self.plan:
             log.info("the budget differs from the checkpoint's (%s): training goes on under %s",

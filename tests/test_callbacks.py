@@ -18,7 +18,7 @@ from mtexp.callbacks import (
     extra_callbacks,
     resume_source,
 )
-from mtexp.config import EarlyStoppingConfig, TrainerConfig
+from mtexp.config import ConfigError, EarlyStoppingConfig, TrainerConfig
 from mtexp.data.types import TaskSpec
 from mtexp.distributed import DistContext
 from mtexp.freezing import FreezingConfig
@@ -97,7 +97,7 @@ def test_converge_takes_its_patience_from_the_budget():
 
 
 def test_early_stopping_names_the_dev_metrics_when_its_metric_is_missing():
-    callback = EarlyStopping(EarlyStoppingConfig(metric="dev.nope"))
+    callback = EarlyStopping(EarlyStoppingConfig(metric="dev.slots.f1"))
     with pytest.raises(KeyError, match=r"dev\.intent\.accuracy"):
         end_epochs(callback, fake_trainer(), [0.5])
 
@@ -119,15 +119,20 @@ def test_step_logger_records_every_nth_step_with_losses_and_learning_rates():
 def test_checkpointing_saves_best_only_on_improvement_and_restores_it(tmp_path):
     model = torch.nn.Linear(2, 1)
     run_dir = RunDir(tmp_path)
-    trainer = fake_trainer(model=model, state_dict=lambda: {"epoch": trainer.state.epoch})
-    callbacks = [EarlyStopping(EarlyStoppingConfig()), Checkpointing(run_dir, DistContext())]
+    tasks = [SimpleNamespace(name="intent", labels=("a", "b"))]
+    trainer = fake_trainer(model=model, state_dict=lambda: {"epoch": trainer.state.epoch},
+                           runner=SimpleNamespace(data=SimpleNamespace(tasks=tasks)))
+    checkpointing = Checkpointing(run_dir, DistContext(), None, {"seed": 0})
+    callbacks = [EarlyStopping(EarlyStoppingConfig()), checkpointing]
     for epoch, score in enumerate([0.5, 0.4], start=1):
         with torch.no_grad():
             model.weight.fill_(epoch)
         trainer.state.epoch = epoch
         for callback in callbacks:
             callback.on_epoch_end(trainer, {"dev.score": score})
-    assert run_dir.read_checkpoint(LAST) == {"epoch": 2}
+    # the trainer's state, with what a resume must match: the config's fingerprint and the labels
+    assert run_dir.read_checkpoint(LAST) == {"epoch": 2, "fingerprint": {"seed": 0},
+                                             "labels": {"intent": ["a", "b"]}}
     callbacks[1].on_fit_end(trainer)
     assert torch.equal(model.weight, torch.ones_like(model.weight))  # epoch 1's weights
 
@@ -136,6 +141,9 @@ def test_resume_source_and_default_callbacks(tmp_path):
     run_dir = RunDir(tmp_path)
     assert resume_source(True, run_dir) is run_dir and resume_source("true", run_dir) is run_dir
     assert resume_source(False, run_dir) is None and resume_source("false", run_dir) is None
+    with pytest.raises(ConfigError, match="does not exist"):
+        resume_source(str(tmp_path / "other"), run_dir)
+    (tmp_path / "other").mkdir()
     assert resume_source(str(tmp_path / "other"), run_dir).path == tmp_path / "other"
     run = SimpleNamespace(logger=SimpleNamespace(name="csv", every_steps=5), trainer=TrainerConfig())
     kinds = [type(c) for c in default_callbacks(run, run_dir, DistContext())]

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -250,30 +246,16 @@ def test_lora_trains_with_gradient_accumulation_and_bf16(tmp_path):
     assert (tmp_path / ADAPTER_DIR / "adapter_model.safetensors").is_file()
 
 
-def test_a_killed_lora_run_resumes_to_the_same_metrics(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-
-    def command(run_dir: Path, *extra: str) -> list[str]:
-        return [sys.executable, "-m", "mtexp.train", *TINY, *LORA, "trainer.epochs=3", "data.size=800",
-                f"hydra.run.dir={run_dir}", *extra]
-
+def test_a_killed_lora_run_resumes_to_the_same_metrics(tmp_path, train_cli):
+    cli = train_cli([*TINY, *LORA, "trainer.epochs=3", "data.size=800"])
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
-    subprocess.run(command(reference_dir), check=True, cwd=REPO_ROOT, env=env, capture_output=True,
-                   timeout=600)
-    process = subprocess.Popen(command(killed_dir), cwd=REPO_ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cli.run(reference_dir)
     checkpoint = killed_dir / CHECKPOINT_DIR / LAST
-    deadline = time.monotonic() + 600
-    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert cli.signal_when(cli.start(killed_dir), checkpoint.exists) == -signal.SIGKILL
     assert not (killed_dir / "metrics.json").exists()
     interrupted = torch.load(checkpoint, weights_only=False)
     assert any(is_adapter_parameter(name) for name in interrupted["model"])
-    subprocess.run(command(killed_dir, "trainer.resume=true"), check=True, cwd=REPO_ROOT, env=env,
-                   capture_output=True, timeout=600)
+    cli.run(killed_dir, "trainer.resume=true")
     reference = json.loads((reference_dir / "metrics.json").read_text())
     resumed = json.loads((killed_dir / "metrics.json").read_text())
     assert without_timing(resumed) == without_timing(reference)

@@ -70,10 +70,12 @@ def train_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "mtexp.train", "-m", *args]
 
 
-def mtexp_train(args: Sequence[str], cache: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+def mtexp_train(args: Sequence[str], cache: Path, timeout: int = 600,
+                returncode: int = 0) -> subprocess.CompletedProcess:
+    """mtexp-train with `args`; its exit status must be `returncode` (1: a job failed)."""
     done = subprocess.run(train_command(*args), cwd=REPO, env=env(cache), capture_output=True,
                           text=True, timeout=timeout)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == returncode, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
 
@@ -227,14 +229,17 @@ def test_slurm_preset_renders_sbatch_with_requeue_and_resume(tmp_path: Path, mon
 def test_joblib_sweep_with_a_failing_job_then_report(tmp_path: Path, cache: Path) -> None:
     """2 scenarios x 2 seeds, joblib (2 jobs x 1 thread). Job n resumes from resume/<n>, which
     is empty except for job 3 (backbone, seed 1): its checkpoint is corrupt, so exactly that job
-    fails at run time, after config validation."""
+    fails at run time, after config validation, and the sweep exits 1 after its report."""
     sweep, resume = tmp_path / "sweep", tmp_path / "resume"
     corrupt = resume / "3" / CHECKPOINT_DIR / LAST
     corrupt.parent.mkdir(parents=True)
     corrupt.write_bytes(b"not a checkpoint")
-    mtexp_train(["+experiment=local_parallel", *TINY, "freezing=none,backbone", "seed=0,1",
-                 f"trainer.resume='{resume}/${{hydra:job.num}}'",
-                 f"hydra.sweep.dir={sweep}"], cache)
+    for job in range(3):
+        (resume / str(job)).mkdir()
+    done = mtexp_train(["+experiment=local_parallel", *TINY, "freezing=none,backbone", "seed=0,1",
+                        f"trainer.resume='{resume}/${{hydra:job.num}}'",
+                        f"hydra.sweep.dir={sweep}"], cache, returncode=1)
+    assert "1 run(s) failed" in done.stderr and "3_seed1" in done.stderr
 
     runs = run_dirs(sweep)
     assert set(runs) == {"0_seed0", "1_seed1", "2_seed0", "3_seed1"}

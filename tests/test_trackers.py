@@ -159,13 +159,25 @@ def test_mlflow_metrics_per_step_per_epoch_and_final(tracked):
     assert history("final/test.score") == [(tracked.metrics["epochs_run"], final["test.score"])]
 
 
-def test_resumed_run_continues_its_tracked_runs(tmp_path):
+def test_resumed_run_continues_its_tracked_runs(tmp_path, monkeypatch):
     """A run resumed from its own checkpoint logs into the same MLflow run, and its event files
     read as one series per tag."""
     require_module("tensorboard")
     require_module("mlflow")
+    from mtexp.trainer import Trainer
+
     run_dir, database = tmp_path / "run", tmp_path / "mlflow.db"
-    train(run_dir, database)
+    train_epoch = Trainer.train_epoch
+
+    def crash_before_the_third_epoch(self, epoch):
+        if epoch == 2:  # every callback has seen epoch 2, and last.pt holds it
+            raise RuntimeError("simulated crash")
+        train_epoch(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", crash_before_the_third_epoch)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(run_dir, database, "trainer.epochs=3")
+    monkeypatch.undo()
     train(run_dir, database, "trainer.epochs=3", "trainer.resume=true")
     client, runs = mlflow_runs(database)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"

@@ -1,0 +1,171 @@
+"""The life of a run in its directory: how it starts, and how every ending is recorded.
+
+`RunLife` wraps one run (`mtexp.train.run`) in its locked directory:
+
+- status.json exists from the first moment: a run that fails before it starts training (a
+  config error included) leaves `failed` with the error, one stopped by SIGTERM or SIGINT
+  `interrupted` (its last checkpoint stays, for `trainer.resume=true`);
+- a directory that holds a run (completed, failed, interrupted or killed) is taken over only
+  with `trainer.resume=true` (the run continues) or `trainer.overwrite=true` (the old run's
+  files are removed first); until it is taken over, a failing attempt changes nothing there;
+- recording an ending never hides the error that ended the run: it is logged first, and a
+  failure to write status.json (a full disk) is logged beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+from hydra.experimental.callback import Callback as HydraCallback
+from omegaconf import DictConfig
+
+from mtexp.config import ConfigError
+from mtexp.rundir import RunDir, now_iso, run_dirs_under
+
+log = logging.getLogger("mtexp.run")
+INTERRUPTED, FAILED = "interrupted", "failed"
+
+
+class RunDirTaken(ConfigError):
+    """The run directory holds a run and the config neither resumes nor overwrites it."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGTERM (or another termination signal) arrived; `signum` says which."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def ending_status(error: BaseException) -> str:
+    """`interrupted` for a signal or an exit requested from outside, else `failed`."""
+    return INTERRUPTED if isinstance(error, (KeyboardInterrupt, SystemExit)) else FAILED
+
+
+class RunLife:
+    """One attempt at a run in `directory`; only the process that `writes` touches files.
+
+    Use as a context manager around the run: `begin(...)` once the config is checked,
+    `complete()` at the end; an exception leaving the block is recorded (see the module)."""
+
+    def __init__(self, directory: RunDir, writes: bool = True) -> None:
+        self.directory = directory
+        self.writes = writes
+        self.started = now_iso()
+        self.had_run = directory.holds_run()
+        self.begun = False
+        self.config: tuple[DictConfig, Mapping[str, str], Iterable[str]] | None = None
+
+    def __enter__(self) -> RunLife:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if error is not None:
+            self.record_ending(error)
+
+    def check_takeover(self, resume: bool, overwrite: bool) -> None:
+        """A directory that holds a run needs `trainer.resume=true` or `trainer.overwrite=true`."""
+        if not self.had_run or resume or overwrite:
+            return
+        status = self.directory.read_status([]).get("status", "unknown")
+        raise RunDirTaken(
+            f"run directory {self.directory.path} holds a {status} run: set trainer.resume=true to "
+            f"continue it, or trainer.overwrite=true to replace it (its files are removed first)"
+        )
+
+    def begin(self, cfg: DictConfig, choices: Mapping[str, str], overrides: Iterable[str],
+              overwrite: bool = False) -> None:
+        """The run takes the directory: the old run's files go first under `overwrite`; then
+        status `running` and the config."""
+        self.config = (cfg, choices, overrides)
+        if self.writes:
+            if overwrite and self.had_run:
+                log.warning("trainer.overwrite=true: removing the previous run's files from %s",
+                            self.directory.path)
+                self.directory.remove_run_files()
+            self.directory.write_status("running", self.started)
+            self.directory.write_config(cfg, choices, overrides)
+        self.begun = True
+
+    def remember_config(self, cfg: DictConfig, choices: Mapping[str, str], overrides: Iterable[str]) -> None:
+        """The config to record should the run fail before `begin` (a fresh directory only)."""
+        self.config = (cfg, choices, overrides)
+
+    def complete(self) -> None:
+        if self.writes:
+            self.directory.write_status("completed", self.started)
+
+    def record_ending(self, error: BaseException) -> None:
+        """status.json says how the run ended, unless the directory still belongs to an
+        earlier run (then it is left as it was). The error is logged before anything is written."""
+        if not self.writes:
+            return
+        status = ending_status(error)
+        if not self.begun and self.had_run:
+            log.error("the run did not start; %s is left as it was: %s", self.directory.path, error)
+            return
+        log.error("run %s: %s", status, f"{type(error).__name__}: {error}")
+        try:
+            self.directory.write_status(status, self.started, error)
+            if not self.begun and self.config is not None:
+                self._write_config_if_possible()
+        except OSError as write_error:
+            log.error("could not record the ending in %s (%s: %s); the run ended with: %s: %s",
+                      self.directory.path, type(write_error).__name__, write_error,
+                      type(error).__name__, error)
+
+    def _write_config_if_possible(self) -> None:
+        """A config that failed validation may not resolve: written only where it does."""
+        try:
+            self.directory.write_config(*self.config)
+        except OSError:
+            raise
+        except Exception as config_error:  # an unresolvable interpolation, for one
+            log.debug("config.yaml not written: %s", config_error)
+
+
+# ----- multiruns ------------------------------------------------------------------------------
+# Run directories of the failed jobs of this process's multirun (`mtexp.train.hydra_main` adds
+# those it ran; `SweepOutcome` those of other processes).
+FAILED_RUNS: list[str] = []
+
+
+class SweepOutcome(HydraCallback):
+    """After a multirun: the jobs that did not complete, from this process and from the statuses
+    the sweep's jobs wrote (other launchers run jobs elsewhere); `main` then exits non-zero.
+    Registered in conf/config.yaml; Hydra calls it when every job has returned. It lives here,
+    not in `mtexp.train`, which runs as `__main__` under `python -m`: one list for both."""
+
+    def __init__(self) -> None:
+        self.started = now_iso()
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = now_iso()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        for folder in run_dirs_under(sweep_dir) if sweep_dir.is_dir() else []:
+            status = RunDir(folder).read_status([])
+            ended_here = str(status.get("started", "")) >= self.started
+            if ended_here and status.get("status") != "completed" and str(folder) not in FAILED_RUNS:
+                FAILED_RUNS.append(str(folder))
+
+
+# ----- signals --------------------------------------------------------------------------------
+def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut the recording short
+    raise RunInterrupted(signum)
+
+
+def stop_on_termination() -> dict[int, Any]:
+    """SIGTERM (what Slurm sends before a preemption) and SIGINT raise `RunInterrupted` in the
+    main thread (SIGINT too where the process started with it ignored, as background jobs do);
+    returns the handlers it replaced."""
+    return {signum: signal.signal(signum, _raise_interrupted) for signum in (signal.SIGTERM, signal.SIGINT)}
