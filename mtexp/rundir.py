@@ -331,6 +331,12 @@ class SavedModelError(ValueError):
     """A run directory without a usable saved model; the message names the path at fault."""
 
 
+def portable_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A backbone config without `_name_or_path`: where it was loaded from on this machine is not
+    part of the architecture, and a shared run directory must not carry local paths."""
+    return {key: value for key, value in config.items() if key != "_name_or_path"}
+
+
 def model_config(model: torch.nn.Module) -> dict[str, Any]:
     """What rebuilds a `MultiTaskModel` without its training config: architecture, heads, tasks."""
     encoder = model.encoder
@@ -340,7 +346,7 @@ def model_config(model: torch.nn.Module) -> dict[str, Any]:
         "weights": MODEL_FILE,
         "tokenizer": TOKENIZER_DIR,
         "backbone": {
-            "config": encoder.backbone.config.to_dict(),
+            "config": portable_config(encoder.backbone.config.to_dict()),
             "pooling": encoder.pooling,
             "normalize": encoder.normalize,
             "max_length": encoder.max_length,
