@@ -68,6 +68,11 @@ def _groups(df: pd.DataFrame, by: Sequence[str]) -> list[tuple[str, pd.DataFrame
     return out
 
 
+def _completed_history(hist: pd.DataFrame) -> pd.DataFrame:
+    """The history rows of completed runs (all rows when the frame has no status)."""
+    return hist[hist["status"].eq("completed")] if "status" in hist.columns else hist
+
+
 def _figure(panels: int) -> tuple[Figure, list]:
     fig = Figure(figsize=(PANEL[0] * panels, PANEL[1]), layout="constrained")
     FigureCanvasAgg(fig)
@@ -185,7 +190,7 @@ def dev_curves(df: pd.DataFrame, hist: pd.DataFrame, by: Sequence[str]) -> Figur
     cols = {t: c for t, c in cols.items() if c in hist.columns and hist[c].notna().any()}
     if not cols:
         return None
-    done = hist[hist["status"].eq("completed")] if "status" in hist.columns else hist
+    done = _completed_history(hist)
     fig, axes = _figure(len(cols))
     for ax, (task, col) in zip(axes, cols.items(), strict=True):
         for label, sub in _groups(done, by):
@@ -210,7 +215,7 @@ def trainable_per_epoch(df: pd.DataFrame, hist: pd.DataFrame, by: Sequence[str])
     """How many parameters train in each epoch, per group; None when no group's count changes."""
     if hist.empty or TRAINABLE not in hist.columns or "epoch" not in hist.columns:
         return None
-    done = hist[hist["status"].eq("completed")] if "status" in hist.columns else hist
+    done = _completed_history(hist)
     curves = {label: sub.dropna(subset=[TRAINABLE]).groupby("epoch")[TRAINABLE].mean()
               for label, sub in _groups(done, by)}
     curves = {label: curve for label, curve in curves.items() if len(curve)}
