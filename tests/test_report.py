@@ -148,6 +148,7 @@ def test_claim_verdicts_on_built_runs() -> None:
     )
     df = runs_frame(rows)
     df["cfg.freezing.head"] = df["freezing"].map({"head_a": "A"})
+    df["cfg.freezing.after_epochs"] = df["freezing"].map({"head_a": 1})  # a trained head frozen
     res = verdicts(df)
     assert res["F2"].verdict == SUPPORTED  # faster, lighter, fewer parameters
     quality_cost = res["F2"].evidence.query("role == 'context'")
@@ -160,7 +161,7 @@ def test_claim_verdicts_on_built_runs() -> None:
     assert res["F5"].verdict == SUPPORTED
     f5 = res["F5"].evidence
     assert f5["metric"].tolist() == ["test.slots.f1"]  # the task whose head is not frozen
-    assert f5["treatment"].iloc[0] == "freezing=head_a freezing.head=A"
+    assert f5["treatment"].iloc[0] == "freezing=head_a freezing.head=A freezing.after_epochs=1"
     for claim, named in (("F1", "freezing=none,all"), ("F4", "data.train_fraction"),
                          ("L5", "optim=adamw,per_task_heads"), ("F6", "freezing=none,gradual")):
         assert res[claim].verdict == MISSING
@@ -177,10 +178,11 @@ def test_frozen_head_from_the_registry_or_the_recorded_head() -> None:
             + scenario("one_head", "adamw", seeds, **quality))
     df = runs_frame(rows)  # head_b runs record no freezing.head: its own head (B) is the frozen one
     df["cfg.freezing.head"] = df["freezing"].map({"one_head": "slots"})  # a legacy run, head by name
+    df["cfg.freezing.after_epochs"] = df["freezing"].map({"head_b": 1, "one_head": 1})
     f5 = verdicts(df)["F5"].evidence
     assert f5[["treatment", "metric"]].values.tolist() == [
-        ["freezing=head_b", "test.intent.accuracy"],
-        ["freezing=one_head freezing.head=slots", "test.intent.accuracy"],
+        ["freezing=head_b freezing.after_epochs=1", "test.intent.accuracy"],
+        ["freezing=one_head freezing.head=slots freezing.after_epochs=1", "test.intent.accuracy"],
     ]
 
 
