@@ -2,7 +2,9 @@
 
 Training writes every file atomically (`RunDir.write_*`); the tools that read run directories
 (`mtexp.results`, `sweeps/publish.py`) go through `RunDir.read_*`, which read leniently: a missing
-file is `None`, a corrupt one a note in `problems`, never an exception.
+file is `None`, a corrupt one a note in `problems`, never an exception. The saved model
+(`write_model`, `read_model_config`, `SavedModelError`) is `mtexp.savedmodel`'s; its names stay
+importable from here.
 """
 
 from __future__ import annotations
@@ -24,8 +26,7 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from mtexp.io import atomic_save, atomic_save_folder, atomic_write_json, atomic_write_text
-from mtexp.weights import save_weights
+from mtexp.io import atomic_save, atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:
     from mtexp.data.types import TaskSpec
@@ -321,92 +322,16 @@ def environment(device: torch.device, world_size: int = 1) -> dict[str, Any]:
     }
 
 
-# ----- the saved model: its weights, a config that rebuilds it, and its tokenizer -------------
-MODEL_FORMAT = "mtexp-model"
-MODEL_FORMAT_VERSION = 1
-WORD_SPLITTING = "whitespace"  # how `predict` turns a sentence into words
+# The saved model lives in `mtexp.savedmodel` (which imports this module's file names); its public
+# names are still importable from here.
+SAVED_MODEL_NAMES = ("SavedModelError", "model_config", "portable_config", "read_model_config",
+                     "write_model", "write_tokenizer", "MODEL_FORMAT", "MODEL_FORMAT_VERSION",
+                     "WORD_SPLITTING")
 
 
-class SavedModelError(ValueError):
-    """A run directory without a usable saved model; the message names the path at fault."""
+def __getattr__(name: str) -> Any:
+    if name in SAVED_MODEL_NAMES:
+        from mtexp import savedmodel
 
-
-def portable_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A backbone config without `_name_or_path`: where it was loaded from on this machine is not
-    part of the architecture, and a shared run directory must not carry local paths."""
-    return {key: value for key, value in config.items() if key != "_name_or_path"}
-
-
-def model_config(model: torch.nn.Module) -> dict[str, Any]:
-    """What rebuilds a `MultiTaskModel` without its training config: architecture, heads, tasks."""
-    encoder = model.encoder
-    return {
-        "format": MODEL_FORMAT,
-        "version": MODEL_FORMAT_VERSION,
-        "weights": MODEL_FILE,
-        "tokenizer": TOKENIZER_DIR,
-        "backbone": {
-            "config": portable_config(encoder.backbone.config.to_dict()),
-            "pooling": encoder.pooling,
-            "normalize": encoder.normalize,
-            "max_length": encoder.max_length,
-        },
-        "heads": {"hidden": model.head_hidden, "dropout": model.head_dropout},
-        "tasks": [
-            {"name": task.name, "kind": task.kind, "labels": list(task.labels)}
-            for task in model.tasks.values()
-        ],
-        "loss_weights": dict(model.loss_weights),
-        "words": WORD_SPLITTING,
-    }
-
-
-def write_model(run_dir: Path, model: torch.nn.Module, metadata: dict[str, str] | None = None) -> None:
-    """`model.safetensors` (tensor names unchanged), `tokenizer/`, then `model.json`.
-
-    `model.json` is written last, so a run directory that has it has the other two.
-    """
-    run_dir = Path(run_dir)
-    save_weights(run_dir / MODEL_FILE, model, metadata)
-    write_tokenizer(run_dir / TOKENIZER_DIR, model.encoder.tokenizer)
-    atomic_write_json(run_dir / MODEL_CONFIG_FILE, model_config(model))
-
-
-def write_tokenizer(folder: Path, tokenizer: Any) -> None:
-    """`tokenizer.save_pretrained` into a temporary folder that then replaces `folder`."""
-    atomic_save_folder(folder, lambda temp: tokenizer.save_pretrained(str(temp)))
-
-
-def read_model_config(run_dir: str | Path) -> dict[str, Any]:
-    """The run directory's `model.json`, checked; `SavedModelError` names what is missing."""
-    import json
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise SavedModelError(f"run directory not found: {run_dir}")
-    path = run_dir / MODEL_CONFIG_FILE
-    if not path.is_file():
-        reason = _no_model_reason(run_dir)
-        raise SavedModelError(f"{run_dir} holds no saved model: {MODEL_CONFIG_FILE} not found ({reason})")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise SavedModelError(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT:
-        raise SavedModelError(f"{path} is not an mtexp model config (no \"format\": \"{MODEL_FORMAT}\")")
-    if int(config.get("version", 0)) > MODEL_FORMAT_VERSION:
-        raise SavedModelError(
-            f"{path} has format version {config['version']}; this mtexp reads up to {MODEL_FORMAT_VERSION}"
-        )
-    for key in ("weights", "tokenizer"):
-        if not (run_dir / config[key]).exists():
-            raise SavedModelError(f"{run_dir} holds an incomplete model: {config[key]} not found")
-    return config
-
-
-def _no_model_reason(run_dir: Path) -> str:
-    if (run_dir / MODEL_FILE).is_file():
-        return f"its {MODEL_FILE} predates {MODEL_CONFIG_FILE}; train the run again to save both"
-    if (run_dir / STATUS_FILE).is_file():
-        return f"the run saves its model when it completes; see {STATUS_FILE}"
-    return "not a run directory of mtexp-train"
+        return getattr(savedmodel, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -41,9 +41,10 @@ from mtexp.model import MultiTaskModel
 from mtexp.precision import resolve_precision
 from mtexp.progress import library_progress, progress_mode
 from mtexp.resources import reuse_freed_memory
-from mtexp.rundir import CheckpointError, RunDir, write_model
+from mtexp.rundir import CheckpointError, RunDir
 from mtexp.runlife import FAILED_RUNS, RunLife, stop_on_termination
 from mtexp.runlock import RunDirBusy, RunLock
+from mtexp.savedmodel import write_model
 from mtexp.summary import format_metrics_table
 from mtexp.trackers import TrackerError
 from mtexp.trainer import Trainer, TrainResult
