@@ -49,21 +49,25 @@ LAST = "last.pt"
 BEST = "best.pt"
 # TensorBoard event files of `logger=tensorboard`.
 TENSORBOARD_DIR = "tensorboard_logs"
-# Hydra's own record of the run: read when config.yaml, choices.yaml or overrides.yaml is missing.
+# Hydra's own record of the job (written by the run once it holds its directory, as Hydra would
+# write it): read when config.yaml, choices.yaml or overrides.yaml is missing.
 HYDRA_DIR = ".hydra"
 HYDRA_CONFIG_FILE = "hydra.yaml"
 # Held while a run lives (`mtexp.runlock`): its pid, host and start.
 LOCK_FILE = ".lock"
+# The run's log (`mtexp.runlog`), appended to by every attempt that takes the directory.
+LOG_FILE = "train.log"
 # Any of these makes a folder a run directory.
 RUN_MARKERS = (STATUS_FILE, METRICS_FILE, HYDRA_DIR)
 # Left out of a published copy: weights (adapters too), tokenizer and checkpoints (large), Hydra's
 # folder, logs and event files (local paths, host names).
 UNPUBLISHED = (CHECKPOINT_DIR, MODEL_FILE, ADAPTER_DIR, TOKENIZER_DIR, HYDRA_DIR, "*.log", TENSORBOARD_DIR,
                LOCK_FILE)
-# What a run writes into its directory: removed before `trainer.overwrite=true` trains anew.
+# What a run writes into its directory (Hydra's record and the log included): removed before
+# `trainer.overwrite=true` trains anew.
 RUN_FILES = (STATUS_FILE, METRICS_FILE, HISTORY_FILE, STEPS_FILE, CONFIG_FILE, CHOICES_FILE, OVERRIDES_FILE,
              ENV_FILE, LABELS_FILE, MODEL_FILE, MODEL_CONFIG_FILE, CHECKPOINT_DIR, ADAPTER_DIR, TOKENIZER_DIR,
-             TENSORBOARD_DIR)
+             TENSORBOARD_DIR, HYDRA_DIR, LOG_FILE)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -88,6 +92,10 @@ class RunDir:
     @property
     def model_file(self) -> Path:
         return self.path / MODEL_FILE
+
+    @property
+    def log_file(self) -> Path:
+        return self.path / LOG_FILE
 
     def checkpoint_file(self, name: str = LAST) -> Path:
         return self.path / CHECKPOINT_DIR / name
@@ -119,6 +127,14 @@ class RunDir:
         atomic_write_text(self.path / CONFIG_FILE, yaml.safe_dump(resolved, sort_keys=False))
         atomic_write_text(self.path / CHOICES_FILE, yaml.safe_dump(dict(choices), sort_keys=True))
         atomic_write_text(self.path / OVERRIDES_FILE, yaml.safe_dump(list(overrides)))
+
+    def write_hydra_record(self, task: DictConfig, hydra: DictConfig, overrides: Iterable[str]) -> None:
+        """`.hydra/`: the job's config, Hydra's own config (`{"hydra": ...}`) and the command-line
+        overrides, unresolved, as Hydra writes them."""
+        folder = self.path / HYDRA_DIR
+        atomic_write_text(folder / CONFIG_FILE, OmegaConf.to_yaml(task))
+        atomic_write_text(folder / HYDRA_CONFIG_FILE, OmegaConf.to_yaml(hydra))
+        atomic_write_text(folder / OVERRIDES_FILE, OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
 
     def write_environment(self, device: torch.device, world_size: int = 1, **extra: Any) -> None:
         atomic_write_json(self.path / ENV_FILE, {**environment(device, world_size), **extra})
@@ -174,7 +190,7 @@ class RunDir:
         return (self.path / STATUS_FILE).is_file() or self.metrics_file.is_file()
 
     def remove_run_files(self) -> None:
-        """Every file and folder a run writes (`RUN_FILES`); Hydra's own record and logs stay."""
+        """Every file and folder a run writes (`RUN_FILES`)."""
         for name in RUN_FILES:
             path = self.path / name
             if path.is_dir() and not path.is_symlink():
