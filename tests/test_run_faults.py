@@ -14,7 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 
 import pandas as pd
@@ -23,18 +23,24 @@ import torch
 from conftest import REPO_ROOT, TrainCLI
 
 import mtexp.train as train_module
-from mtexp.callbacks import Callback, extra_callbacks
+from mtexp.callbacks import extra_callbacks
 from mtexp.checkpoint import ResumeError
 from mtexp.config import ConfigError
 from mtexp.data import DataError
 from mtexp.data.jointbert import JointBertSource
-from mtexp.interrupts import RunInterrupted, stop_on_termination
+from mtexp.interrupts import RunInterrupted
 from mtexp.rundir import LOCK_FILE, RunDir
 from mtexp.runlife import RunDirTaken
 from mtexp.runlock import RunDirBusy, RunLock
 from mtexp.train import run
-from tests.test_data_load import labelled_rows, write_jointbert
-from tests.test_train import TINY, tiny_config, without_timing
+from tests.run_faults_support import (
+    SignalAt,
+    assert_same_outputs,
+    every_file,
+    signals_as_in_mtexp_train,
+    small_jointbert,
+)
+from tests.test_train import TINY, tiny_config
 
 RECORD = ("status.json", "config.yaml", "metrics.json", "history.csv")
 CLI_RUN = [*TINY, "trainer.epochs=3", "data.size=800"]
@@ -46,31 +52,6 @@ def snapshot(run_dir: Path) -> dict[str, bytes]:
 
 def status(run_dir: Path) -> dict:
     return json.loads((run_dir / "status.json").read_text())
-
-
-def every_file(run_dir: Path) -> dict[str, tuple[bytes, int, int] | None]:
-    """Every file and folder under `run_dir`: a file's bytes, mtime and mode (a folder: None)."""
-    found: dict[str, tuple[bytes, int, int] | None] = {}
-    for path in sorted(run_dir.rglob("*")):
-        info = path.stat()
-        found[str(path.relative_to(run_dir))] = (path.read_bytes(), info.st_mtime_ns, info.st_mode) \
-            if path.is_file() else None
-    return found
-
-
-def outputs(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
-    """metrics.json less its timing fields, history.csv less its seconds, steps.csv."""
-    metrics = without_timing(json.loads((run_dir / "metrics.json").read_text()))
-    history = pd.read_csv(run_dir / "history.csv").drop(columns="seconds")
-    return metrics, history, pd.read_csv(run_dir / "steps.csv")
-
-
-def assert_same_outputs(run_dir: Path, reference: Path) -> None:
-    metrics, history, steps = outputs(run_dir)
-    expected = outputs(reference)
-    assert metrics == expected[0]
-    pd.testing.assert_frame_equal(history, expected[1])
-    pd.testing.assert_frame_equal(steps, expected[2])
 
 
 @pytest.fixture(scope="module")
@@ -182,38 +163,6 @@ def test_a_signal_mid_epoch_records_interrupted_and_the_requeued_run_continues(t
     done = interrupted["history"]  # the epochs before the signal are not trained again
     assert done and history["seconds"].tolist()[: len(done)] == [row["seconds"] for row in done]
     assert_same_outputs(run_dir, tmp_path / "reference")
-
-
-class SignalAt(Callback):
-    """Sends this process `signum` after optimizer step `step`; counts the steps it sees (`seen`)
-    and, as state a checkpoint keeps, the steps of the run (`steps`)."""
-
-    def __init__(self, step: int | None, signum: int = signal.SIGTERM) -> None:
-        self.step, self.signum, self.steps, self.seen = step, signum, 0, 0
-
-    def on_step_end(self, trainer) -> None:
-        self.steps += 1
-        self.seen += 1
-        if trainer.state.step == self.step:
-            os.kill(os.getpid(), self.signum)
-
-    def state_dict(self) -> dict:
-        return {"steps": self.steps}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.steps = state["steps"]
-
-
-@contextmanager
-def signals_as_in_mtexp_train():
-    """SIGTERM and SIGINT handled as mtexp-train handles them: a signal the training loop does not
-    hold raises `RunInterrupted` here at once (instead of ending pytest)."""
-    replaced = stop_on_termination()
-    try:
-        yield
-    finally:
-        for signum, handler in replaced.items():
-            signal.signal(signum, handler)
 
 
 @pytest.fixture(scope="module")
@@ -409,14 +358,6 @@ def test_an_early_stopping_metric_of_no_task_fails_before_the_data_loads(tmp_pat
     with pytest.raises(ConfigError, match="names 'itent', which is not a task"):
         run(tiny_config("trainer.early_stopping.metric=dev.itent.accuracy"), tmp_path)
     assert status(tmp_path)["status"] == "failed"
-
-
-def small_jointbert(folder: Path) -> tuple[str, ...]:
-    """A JointBERT data set of 24 sentences, intents A and B; the overrides that train on it."""
-    rows = labelled_rows({"A": 12, "B": 12})
-    root = write_jointbert(folder, {"train": rows, "dev": rows[::4], "test": rows[1::4]})
-    return "backbone=tiny", "trainer=quick", "eval.cka_sentences=0", "eval.train_subset=0", \
-        "data=snips", f"data.path={root}", "trainer.epochs=1"
 
 
 def test_a_metric_of_no_task_fails_right_after_the_data_loads_where_only_the_data_names_tasks(
