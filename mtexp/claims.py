@@ -37,6 +37,16 @@ __all__ = [
     "evaluate_claim", "evaluate_claims", "missing_runs_hint",
 ]
 
+AFTER_EPOCHS = "cfg.freezing.after_epochs"  # epochs of joint training before a head freezes
+
+
+def head_frozen_untrained(runs: pd.DataFrame) -> bool:
+    """True unless every run froze its head after joint training (`freezing.after_epochs` > 0)."""
+    if AFTER_EPOCHS not in runs.columns:
+        return True
+    return not pd.to_numeric(runs[AFTER_EPOCHS], errors="coerce").gt(0).all()
+
+
 QUALITY_CTX = Check("{quality}", "context", "quality (test)", part="quality")
 MEMORY = Check("cost.train_memory_mb", "lower", "less training memory", part="memory")
 SPEED = Check("cost.seconds_per_epoch", "lower", "faster epochs", part="speed")
@@ -127,11 +137,14 @@ FREEZING_CLAIMS: tuple[ClaimSpec, ...] = (
         (Check("{other}", "higher", "other task's test score", part="other task"),),
         "freezing", "freezing=none," + ",".join(scenario_names(
             lambda s: issubclass(s, FrozenHead), legacy=False)),
-        variant_by=FROZEN_HEAD_KEYS,
-        note="Protocol: a head frozen at its initial (random) weights still sends its task's "
-        "loss gradient into the encoder, which then adapts to a random head; the claim is to be "
-        "measured by freezing a trained head (joint training first, then the head frozen) "
-        "and/or by dropping that head's loss weight. The evidence reads the runs of every "
+        variant_by=(*FROZEN_HEAD_KEYS, AFTER_EPOCHS), is_control=head_frozen_untrained,
+        note="Each scenario row names how its head was frozen: freezing.after_epochs=N trains "
+        "every part jointly for N epochs, then freezes the (now trained) head and trains on; "
+        "N = 0 freezes it at its initial, random weights, so its task's loss only pulls the "
+        "encoder towards a random head: such a row (and a run that predates the setting) does "
+        "not test the claim and is shown as a control that never votes. The frozen head's "
+        "loss weight is unchanged (model.loss_weights): the encoder keeps serving that task; "
+        "dropping its loss weight is not measured here. The evidence reads the runs of every "
         "frozen-head scenario of the registry.",
     ),
     ClaimSpec(

@@ -8,7 +8,7 @@ the voting rows into parts and the claim's verdict (`mtexp.verdicts.combine`).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 
@@ -20,6 +20,7 @@ from mtexp.results import (
     FRACTION,
     completed_mask,
     convergence_flags,
+    convergence_unknown,
     group_columns_of,
     mean_ci,
     task_headlines,
@@ -89,7 +90,8 @@ class ClaimSpec:
     `values`: fnmatch patterns of the scenario's values of `column`; `reference`: candidate
     reference values (the first present is used); `subset`: `full` (the largest train fraction)
     or `small` (each train fraction below 1, separately); `controls`: values shown beside the
-    scenario that never vote; `variant_by`: config columns that split the scenario's runs.
+    scenario that never vote; `variant_by`: config columns that split the scenario's runs;
+    `is_control`: true for a variant's runs that do not test the claim (shown as a control row).
     """
 
     id: str
@@ -104,6 +106,7 @@ class ClaimSpec:
     subset: str = "full"
     variant_by: tuple[str, ...] = ()
     controls: tuple[str, ...] = ()
+    is_control: Callable[[pd.DataFrame], bool] | None = None
     note: str = ""
     literature: str = ""
 
@@ -139,10 +142,10 @@ def _config_keys(df: pd.DataFrame, column: str) -> list[str]:
 
 
 def unconverged_text(runs: pd.DataFrame) -> str:
-    """How many of `runs` recorded `converged: false`; 'unknown' for runs without the record."""
-    flags = convergence_flags(runs)
-    unknown, false = int(flags.isna().sum()), int(flags.eq(False).sum())
-    if unknown == len(runs):
+    """How many of `runs` recorded `converged: false`; 'unknown' for runs that trained without
+    the record."""
+    unknown, false = int(convergence_unknown(runs).sum()), int(convergence_flags(runs).eq(False).sum())
+    if unknown and unknown == len(runs):
         return "unknown"
     return f"{false} of {len(runs)}" + (f" ({unknown} unknown)" if unknown else "")
 
@@ -268,8 +271,9 @@ def variants(spec: ClaimSpec, runs: pd.DataFrame, df: pd.DataFrame, role: str | 
     for values_, sub in chosen.groupby([spec.column, *split], dropna=False):
         extra = {c: v for c, v in zip(split, values_[1:], strict=True) if pd.notna(v)}
         named = [str(v) for c, v in extra.items() if c in FROZEN_HEAD_KEYS]
-        label = _label(spec.column, values_[0], extra) + (" (control)" if role == CONTROL else "")
-        yield Variant(label, sub, _frozen_tasks(str(values_[0]), named, df), role)
+        own_role = CONTROL if role is None and spec.is_control and spec.is_control(sub) else role
+        label = _label(spec.column, values_[0], extra) + (" (control)" if own_role == CONTROL else "")
+        yield Variant(label, sub, _frozen_tasks(str(values_[0]), named, df), own_role)
 
 
 def missing_runs_hint(spec: ClaimSpec, runs: pd.DataFrame | None = None) -> str:
@@ -368,4 +372,6 @@ def evaluate_claim(spec: ClaimSpec, df: pd.DataFrame) -> ClaimResult:
     parts += _unmeasured_parts(spec, parts, notes) if found else []
     verdict = combine(p.verdict for p in parts) if found else MISSING
     missing = missing_runs_hint(spec, done) if verdict == MISSING else ""
+    if missing and found and all(v.role == CONTROL for v in found):
+        missing += f" The runs of {', '.join(v.label for v in found)} are controls (see the note)."
     return ClaimResult(spec, verdict, evidence, missing, _note_lines(notes, spec), parts)

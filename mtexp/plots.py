@@ -1,5 +1,5 @@
 """Report figures (matplotlib, no pyplot state): the Pareto front of score against cost, quality
-vs cost, dev curves, CKA per layer, learning curves.
+vs cost, dev curves, trainable parameters per epoch, CKA per layer, learning curves.
 
 Each builder returns a Figure, or None when the runs lack what it needs.
 
@@ -66,6 +66,11 @@ def _groups(df: pd.DataFrame, by: Sequence[str]) -> list[tuple[str, pd.DataFrame
             mask &= df[col].isna() if pd.isna(v) else df[col].eq(v)
         out.append((group_label(values, by), df[mask]))
     return out
+
+
+def _completed_history(hist: pd.DataFrame) -> pd.DataFrame:
+    """The history rows of completed runs (all rows when the frame has no status)."""
+    return hist[hist["status"].eq("completed")] if "status" in hist.columns else hist
 
 
 def _figure(panels: int) -> tuple[Figure, list]:
@@ -185,7 +190,7 @@ def dev_curves(df: pd.DataFrame, hist: pd.DataFrame, by: Sequence[str]) -> Figur
     cols = {t: c for t, c in cols.items() if c in hist.columns and hist[c].notna().any()}
     if not cols:
         return None
-    done = hist[hist["status"].eq("completed")] if "status" in hist.columns else hist
+    done = _completed_history(hist)
     fig, axes = _figure(len(cols))
     for ax, (task, col) in zip(axes, cols.items(), strict=True):
         for label, sub in _groups(done, by):
@@ -197,6 +202,34 @@ def dev_curves(df: pd.DataFrame, hist: pd.DataFrame, by: Sequence[str]) -> Figur
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=7)
+    return fig
+
+
+TRAINABLE = "params_trainable"
+
+
+@register_plot("trainable_per_epoch", "Trainable parameters per epoch (mean over seeds), drawn when a "
+               "configuration changes them during training (gradual unfreezing, a head frozen after "
+               "joint training).")
+def trainable_per_epoch(df: pd.DataFrame, hist: pd.DataFrame, by: Sequence[str]) -> Figure | None:
+    """How many parameters train in each epoch, per group; None when no group's count changes."""
+    if hist.empty or TRAINABLE not in hist.columns or "epoch" not in hist.columns:
+        return None
+    done = _completed_history(hist)
+    curves = {label: sub.dropna(subset=[TRAINABLE]).groupby("epoch")[TRAINABLE].mean()
+              for label, sub in _groups(done, by)}
+    curves = {label: curve for label, curve in curves.items() if len(curve)}
+    if not any(curve.nunique() > 1 for curve in curves.values()):
+        return None
+    fig, (ax,) = _figure(1)
+    for label, curve in curves.items():
+        ax.plot(curve.index, curve.to_numpy(), marker="o", label=label)
+    positive = [float(c[c > 0].min()) for c in curves.values() if (c > 0).any()]
+    ax.set_yscale("symlog", linthresh=10.0 ** math.floor(math.log10(min(positive))) if positive else 1.0)
+    ax.set(xlabel="epoch", ylabel="trainable parameters", title="trainable parameters per epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # the lines fill the panel
     return fig
 
 

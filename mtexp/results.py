@@ -217,6 +217,18 @@ def convergence_flags(df: pd.DataFrame) -> pd.Series:
     return flags
 
 
+def trains_nothing(df: pd.DataFrame) -> pd.Series:
+    """Per run: True when it took no optimizer step (e.g. freezing=all): convergence does not apply."""
+    if "steps" not in df.columns:
+        return pd.Series(False, index=df.index)
+    return pd.to_numeric(df["steps"], errors="coerce").eq(0)
+
+
+def convergence_unknown(df: pd.DataFrame) -> pd.Series:
+    """Per run: True when it trained but recorded no `converged` (runs that predate the record)."""
+    return convergence_flags(df).isna() & ~trains_nothing(df)
+
+
 def metric_columns(df: pd.DataFrame) -> list[str]:
     """Numeric metrics.json columns (dotted names, no `cfg.`), plus `best_epoch`."""
     skip = set(INFO_COLUMNS)
@@ -289,7 +301,7 @@ def summarize(
 ) -> pd.DataFrame:
     """Per group: run counts (`runs`, `n` completed, `seeds` distinct among them, `failed`,
     `running`, `problems`, `unconverged` completed runs that recorded `converged: false`,
-    `convergence_unknown` completed runs that recorded nothing) and, for each metric,
+    `convergence_unknown` completed runs that trained and recorded nothing) and, for each metric,
     `<metric>:mean`, `:std`, `:ci_low`, `:ci_high` (95% t-interval over seeds) and `:n`.
     Only completed runs with readable metrics count."""
     by = [by] if isinstance(by, str) else list(by)
@@ -297,7 +309,7 @@ def summarize(
     if absent:
         raise KeyError(f"cannot group by {absent}: no such column (have {group_columns_of(df)})")
     metrics = [m for m in (metrics or default_metrics(df)) if m in df.columns]
-    ok, flags = completed_mask(df), convergence_flags(df)
+    ok, flags, unknown = completed_mask(df), convergence_flags(df), convergence_unknown(df)
     rows = []
     for key, sub in df.groupby(by, dropna=False, sort=False):
         key = key if isinstance(key, tuple) else (key,)
@@ -309,7 +321,7 @@ def summarize(
             running=int(sub["status"].eq("running").sum()),
             problems=int(sub["problems"].fillna("").ne("").sum()) if "problems" in sub else 0,
             unconverged=int(flags.loc[good.index].eq(False).sum()),
-            convergence_unknown=int(flags.loc[good.index].isna().sum()),
+            convergence_unknown=int(unknown.loc[good.index].sum()),
         )
         for m in metrics:
             values = pd.to_numeric(good[m], errors="coerce").to_numpy(dtype=float)

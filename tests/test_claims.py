@@ -283,13 +283,33 @@ def test_unconverged_runs_are_counted_in_the_evidence() -> None:
 def test_f5_reads_the_frozen_head_scenarios_of_the_registry() -> None:
     f5 = next(spec for spec in CLAIMS if spec.id == "F5")
     assert f5.values == FROZEN_HEADS == scenario_names(lambda s: issubclass(s, FrozenHead))
-    assert "trained head" in f5.note and "loss weight" in f5.note
+    assert "freezing.after_epochs=N" in f5.note and "loss weight is unchanged" in f5.note
     df = runs_frame(runs("none", test__intent__accuracy=(0.96, 0.962, 0.958),
                          test__slots__f1=(0.8646, 0.85, 0.88))
                     + runs("head_a", test__intent__accuracy=(0.1, 0.1, 0.1),
                            test__slots__f1=(0.8537, 0.845, 0.862)))
-    other = row(claims(df)["F5"], "test.slots.f1")  # -0.011 [-0.03, 0.01]: no longer 'contradicted'
+    untrained = claims(df)["F5"]  # a run without the setting froze its head at random weights
+    assert row(untrained, "test.slots.f1")["verdict"] == CONTROL
+    assert untrained.verdict == MISSING and "freezing=head_a (control) are controls" in untrained.missing
+    df["cfg.freezing.after_epochs"] = [None, None, None, 0, 0, 0]
+    at_start = row(claims(df)["F5"], "test.slots.f1")["treatment"]
+    assert at_start == "freezing=head_a freezing.after_epochs=0 (control)"
+    df["cfg.freezing.after_epochs"] = [None, None, None, 1, 1, 1]
+    trained = claims(df)["F5"]
+    other = row(trained, "test.slots.f1")  # -0.011 [-0.03, 0.01]: no longer 'contradicted'
+    assert other["treatment"] == "freezing=head_a freezing.after_epochs=1"
     assert other["ci_low"] < 0 < other["ci_high"] and other["verdict"] == INCONCLUSIVE
+
+
+def test_a_run_that_trains_nothing_is_neither_unconverged_nor_unknown() -> None:
+    df = runs_frame(runs("none", test__intent__accuracy=(0.98, 0.99, 0.985))
+                    + runs("all", test__intent__accuracy=(0.1, 0.09, 0.1)))
+    df["converged"] = [False, False, True, None, None, None]
+    df["steps"] = [40, 40, 40, 0, 0, 0]
+    control = row(claims(df)["F1"], "test.intent.accuracy")
+    assert control["unconverged"] == "2 of 6"
+    df.loc[df["freezing"].eq("all"), "steps"] = 10  # trained, yet recorded nothing
+    assert row(claims(df)["F1"], "test.intent.accuracy")["unconverged"] == "2 of 6 (3 unknown)"
 
 
 def test_f1_is_measured_with_a_trained_probe_at_small_fractions() -> None:

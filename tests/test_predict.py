@@ -79,6 +79,7 @@ def test_run_directory_describes_its_model(trained):
     labels = json.loads((run_dir / "labels.json").read_text())
     assert described["backbone"]["config"]["model_type"] == "bert"
     assert described["backbone"]["config"]["hidden_size"] == 64
+    assert "_name_or_path" not in described["backbone"]["config"]  # no local path in a shared run
     assert {key: described["backbone"][key] for key in ("pooling", "max_length", "normalize")} == {
         "pooling": "mean", "max_length": 64, "normalize": False}
     assert described["heads"] == {"hidden": None, "dropout": 0.1}

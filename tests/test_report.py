@@ -264,7 +264,7 @@ APP = """
 def test_callback_runs_at_the_end_of_a_real_multirun(tmp_path: Path) -> None:
     (tmp_path / "app.py").write_text(textwrap.dedent(APP))
     done = subprocess.run([sys.executable, "app.py", "-m", "freezing=none,backbone", "seed=0,1"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     summary = pd.read_csv(tmp_path / "sweep" / "report" / "summary.csv")
     assert summary[["freezing", "n"]].values.tolist() == [["none", 2], ["backbone", 2]]

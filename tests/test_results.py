@@ -229,15 +229,18 @@ def test_unconverged_runs_label_counts_and_steps(tmp_path: Path) -> None:
         pd.DataFrame({"epoch": 1, "step": [10, 20, 30], "train.intent.loss": [1.0, 3.5, 0.9],
                       "train.slots.loss": 1.0}).to_csv(run / "steps.csv", index=False)
     write_run(root / "3_seed0", "backbone", 0)  # an older run: no `converged` record
+    nothing = metrics_doc("all", 0) | {"steps": 0, "converged": None}  # trains nothing: n/a
+    write_run(root / "4_seed0", "all", 0, metrics=nothing)
     df = load_runs(root)
     assert df["labels.intent"].dropna().tolist() == [3, 3, 3]
     assert not any(c.startswith("labels.") or c == "converged" for c in default_metrics(df))
     table = summarize(df, by="freezing").set_index("freezing")
     assert table.loc["none", "unconverged"] == 1 and table.loc["none", "convergence_unknown"] == 1
     assert table.loc["backbone", "unconverged"] == 0 and table.loc["backbone", "convergence_unknown"] == 1
+    assert table.loc["all", "unconverged"] == 0 and table.loc["all", "convergence_unknown"] == 0
     _, rows = summary_tables(table.reset_index(), ["freezing"], ["test.intent.accuracy"])["Quality (test)"]
-    assert [r[4] for r in rows] == ["1 (1 unknown)", "unknown"]
+    assert [r[4] for r in rows] == ["1 (1 unknown)", "0", "unknown"]  # none, all, backbone
     steps = load_steps(root)
     assert len(steps) == 9 and {"run_dir", "seed", "freezing", "train.intent.loss"} <= set(steps.columns)
     spikes = add_derived(df, load_histories(root), steps)["stability.loss_spikes"]
-    assert spikes.dropna().tolist() == [1, 1, 1] and spikes.isna().sum() == 1  # 4.5 > 2 x 2.0
+    assert spikes.dropna().tolist() == [1, 1, 1] and spikes.isna().sum() == 2  # 4.5 > 2 x 2.0
