@@ -51,10 +51,6 @@ class RunLog:
                  tb: TracebackType | None) -> None:
         self.close()
 
-    @property
-    def is_open(self) -> bool:
-        return self.file is not None
-
     def open(self, path: Path) -> None:
         """Append the held records, then every later one, to `path` (created if absent)."""
         if self.file is not None or self.held is None:
