@@ -83,6 +83,15 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 LAYER_KEYS = ("num_hidden_layers", "n_layers", "num_layers")
 
 
+def check_configured_tasks(run: RunConfig) -> None:
+    """Config keys that name tasks (`trainer.early_stopping.metric`, `model.loss_weights`, ...)
+    checked before any data loads, where every source's config names its tasks; otherwise they
+    are checked as soon as the data has loaded (`load_data_checked`)."""
+    names = run.data.task_names()
+    if names is not None:
+        check_task_names(run, names)
+
+
 def check_backbone(run: RunConfig) -> None:
     """The backbone can be found (a local folder, the bundled default, or a hub id that is
     cached or may be downloaded), and the freezing scenario fits its layer count; `ConfigError`

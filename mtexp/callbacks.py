@@ -2,7 +2,10 @@
 
 The `Trainer` calls every callback's hooks in list order: `on_fit_start` before the first epoch,
 `on_step_end` after each optimizer step, `on_epoch_end` after each epoch's history row is
-recorded, `on_fit_end` after the last epoch. A callback asks the loop to end by setting
+recorded, `on_interrupt` when a signal stops the loop between two steps of an epoch (the loop's
+state whole, ready to save), `on_fit_end` after the last epoch. A callback that keeps state of
+its own returns it from `state_dict()`: checkpoints carry it, and a resumed run gives it back
+through `load_state_dict` before the first epoch. A callback asks the loop to end by setting
 `trainer.should_stop`. `on_run_end` comes from the run around the trainer (`finishing`): after the
 run directory's files are written, or after the run failed. Code that drives runs (`mtexp.tune`)
 adds callbacks of its own to every run started inside `extra_callbacks(...)`.
@@ -39,8 +42,19 @@ class Callback:
     def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
         """After an epoch; `row` is its history row, already in `trainer.state.history`."""
 
+    def on_interrupt(self, trainer: Trainer) -> None:
+        """A signal stops training after `trainer.state.step`, `trainer.state.batches_done`
+        batches into epoch `trainer.state.epoch` (0-based); the run ends `interrupted` next."""
+
     def on_fit_end(self, trainer: Trainer) -> None:
         """After the last epoch (or the one early stopping ended on)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What this callback must keep across a restart (nothing by default)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back what `state_dict` returned before the restart."""
 
     def on_run_end(self, run_dir: RunDir, error: BaseException | None) -> None:
         """After metrics.json is written (`error` None), or after the run failed with `error`."""
@@ -116,9 +130,10 @@ class EarlyStopping(Callback):
 
 
 class Checkpointing(Callback):
-    """`last.pt` after every epoch, `best.pt` when the epoch is the best so far (as set by
-    `EarlyStopping`, which must come first); resumes from a `last.pt`, and loads the best weights
-    at the end. Only the main process writes."""
+    """`last.pt` after every epoch and when a signal stops training mid-epoch (at the step it
+    stopped at), `best.pt` when the epoch is the best so far (as set by `EarlyStopping`, which
+    must come first); resumes from a `last.pt`, and loads the best weights at the end. Only the
+    main process writes. `last.pt` also carries every callback's `state_dict()`."""
 
     def __init__(self, run_dir: RunDir, context: DistContext, resume_from: RunDir | None = None,
                  fingerprint: dict[str, Any] | None = None) -> None:
@@ -138,6 +153,10 @@ class Checkpointing(Callback):
             return
         check_labels(checkpoint.get("labels"), task_labels(trainer))
         trainer.load_state_dict(checkpoint)
+        saved = checkpoint.get("callbacks", {})
+        for key, callback in callback_keys(trainer.callbacks).items():
+            if key in saved:
+                callback.load_state_dict(saved[key])
         if source.path != self.run_dir.path and self.context.is_main:
             best = source.read_checkpoint(BEST)
             if best is not None:
@@ -150,8 +169,16 @@ class Checkpointing(Callback):
             self.run_dir.write_checkpoint(BEST, {"model": copy.deepcopy(trainer.model.state_dict())})
         self.save_last(trainer)
 
+    def on_interrupt(self, trainer: Trainer) -> None:
+        if self.context.is_main:
+            self.save_last(trainer)
+
     def save_last(self, trainer: Trainer) -> None:
         payload = {**trainer.state_dict(), "fingerprint": self.fingerprint, "labels": task_labels(trainer)}
+        states = {key: state for key, callback in callback_keys(getattr(trainer, "callbacks", ())).items()
+                  if (state := callback.state_dict())}
+        if states:
+            payload["callbacks"] = states
         self.run_dir.write_checkpoint(LAST, payload)
 
     def on_fit_end(self, trainer: Trainer) -> None:
@@ -159,6 +186,16 @@ class Checkpointing(Callback):
         best = self.run_dir.read_checkpoint(BEST)
         if best is not None:
             trainer.model.load_state_dict(best["model"])
+
+
+def callback_keys(callbacks: Sequence[Callback]) -> dict[str, Callback]:
+    """Each callback under a stable key: its class name, with its rank among those of its class."""
+    keys: dict[str, Callback] = {}
+    for callback in callbacks:
+        name = type(callback).__name__
+        rank = sum(key.split("#")[0] == name for key in keys)
+        keys[f"{name}#{rank}"] = callback
+    return keys
 
 
 def task_labels(trainer: Trainer) -> dict[str, list[str]]:

@@ -109,6 +109,12 @@ def check_resume(run: RunConfig, source: RunDir | None) -> None:
         )
 
 
+def resume_labels(source: RunDir | None) -> dict[str, list[str]] | None:
+    """The tasks and labels the checkpoint a run resumes from was trained on; None without one."""
+    checkpoint = source.read_checkpoint(LAST, mmap=True) if source is not None else None
+    return checkpoint.get("labels") if checkpoint is not None else None
+
+
 def check_labels(saved: Mapping[str, list[str]] | None, current: Mapping[str, list[str]]) -> None:
     """The tasks and labels of the data match those the checkpoint was trained on."""
     if saved is None or dict(saved) == dict(current):

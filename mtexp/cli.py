@@ -20,7 +20,7 @@ from mtexp.encoder import SentenceEncoder
 from mtexp.io import atomic_write_bytes, atomic_write_text
 from mtexp.pooling import POOLING_MODES
 from mtexp.predict import format_prediction, load_model
-from mtexp.rundir import SavedModelError
+from mtexp.savedmodel import SavedModelError
 
 PREVIEW_DIMS = 5
 

@@ -3,12 +3,19 @@
 Every rank holds the whole model; each global batch is split row-wise across the ranks and the
 gradients are averaged with an all-reduce before the optimizer step, so one step of N ranks
 equals one step of a single process on the same global batch. Only rank 0 writes files.
+
+What decides whether the run goes on is agreed by every rank: an error one rank raises while the
+run takes its directory (a live run holding it, a finished run there, a checkpoint of another
+config) is raised on every rank (`shared_outcome`), and a termination signal one rank holds stops
+every rank at the same step (`agreed_max`), so that no rank waits for a peer that has gone.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,3 +114,50 @@ def broadcast_object(value: Any, context: DistContext) -> Any:
 def barrier(context: DistContext) -> None:
     if context.enabled:
         dist.barrier()
+
+
+class PeerFailed(RuntimeError):
+    """Another rank stopped the run; the message names the rank and its error."""
+
+
+@contextmanager
+def shared_outcome(context: DistContext) -> Iterator[None]:
+    """Under torchrun, an error raised inside the block on any rank is raised after it on every
+    rank: the same exception type, rebuilt from its message, where that works, else
+    `PeerFailed`. Every rank must enter the block; the block must not call collectives itself."""
+    if not context.enabled:
+        yield
+        return
+    error: Exception | None = None
+    try:
+        yield
+    except Exception as raised:
+        error = raised
+    described = None if error is None else (type(error).__module__, type(error).__qualname__, str(error))
+    outcomes: list[Any] = [None] * context.world_size
+    dist.all_gather_object(outcomes, described)
+    if error is not None:
+        raise error
+    for rank, outcome in enumerate(outcomes):
+        if outcome is not None:
+            raise peer_error(rank, *outcome)
+
+
+def peer_error(rank: int, module: str, name: str, message: str) -> Exception:
+    """The error rank `rank` raised, rebuilt here from its type's name and its message."""
+    try:
+        kind = getattr(importlib.import_module(module), name)
+        if isinstance(kind, type) and issubclass(kind, Exception):
+            return kind(message)
+    except Exception:  # a type that cannot be found or built from its message alone
+        pass
+    return PeerFailed(f"rank {rank} stopped the run: {name}: {message}")
+
+
+def agreed_max(value: int, context: DistContext, device: torch.device | None = None) -> int:
+    """The largest of every rank's `value` (this rank's alone outside torchrun)."""
+    if not context.enabled:
+        return value
+    tensor = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())

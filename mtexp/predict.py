@@ -30,7 +30,7 @@ from mtexp.data.collate import Ragged, Table, make_collator
 from mtexp.data.types import TaskSpec
 from mtexp.encoder import SentenceEncoder
 from mtexp.model import MultiTaskModel
-from mtexp.rundir import read_model_config
+from mtexp.savedmodel import read_model_config
 from mtexp.weights import load_weights
 
 SENTENCE_KEYS = ("text", "words")  # keys of a prediction beside the task names
@@ -43,7 +43,7 @@ def load_model(
 
     Reads `model.json` (architecture, pooling, heads, tasks), `tokenizer/` and
     `model.safetensors`; nothing is downloaded and the training config is not needed. Raises
-    `mtexp.rundir.SavedModelError` when the directory holds no complete saved model.
+    `mtexp.savedmodel.SavedModelError` when the directory holds no complete saved model.
     """
     run_dir = Path(run_dir)
     config = read_model_config(run_dir)

@@ -109,6 +109,12 @@ class EpochProgress:
                 log.info("%s: %d/%d batches (%s), epoch ETA %s", self.label, self.done, self.total,
                          self.rates(now), clock(left))
 
+    def stop(self) -> None:
+        """The epoch ends unfinished (the run was interrupted): the bar goes, nothing is reported."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

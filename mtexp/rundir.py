@@ -2,7 +2,9 @@
 
 Training writes every file atomically (`RunDir.write_*`); the tools that read run directories
 (`mtexp.results`, `sweeps/publish.py`) go through `RunDir.read_*`, which read leniently: a missing
-file is `None`, a corrupt one a note in `problems`, never an exception.
+file is `None`, a corrupt one a note in `problems`, never an exception. The saved model
+(`write_model`, `read_model_config`, `SavedModelError`) is `mtexp.savedmodel`'s; its names stay
+importable from here.
 """
 
 from __future__ import annotations
@@ -24,8 +26,7 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from mtexp.io import atomic_save, atomic_save_folder, atomic_write_json, atomic_write_text
-from mtexp.weights import save_weights
+from mtexp.io import atomic_save, atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:
     from mtexp.data.types import TaskSpec
@@ -48,21 +49,25 @@ LAST = "last.pt"
 BEST = "best.pt"
 # TensorBoard event files of `logger=tensorboard`.
 TENSORBOARD_DIR = "tensorboard_logs"
-# Hydra's own record of the run: read when config.yaml, choices.yaml or overrides.yaml is missing.
+# Hydra's own record of the job (written by the run once it holds its directory, as Hydra would
+# write it): read when config.yaml, choices.yaml or overrides.yaml is missing.
 HYDRA_DIR = ".hydra"
 HYDRA_CONFIG_FILE = "hydra.yaml"
 # Held while a run lives (`mtexp.runlock`): its pid, host and start.
 LOCK_FILE = ".lock"
+# The run's log (`mtexp.runlog`), appended to by every attempt that takes the directory.
+LOG_FILE = "train.log"
 # Any of these makes a folder a run directory.
 RUN_MARKERS = (STATUS_FILE, METRICS_FILE, HYDRA_DIR)
 # Left out of a published copy: weights (adapters too), tokenizer and checkpoints (large), Hydra's
 # folder, logs and event files (local paths, host names).
 UNPUBLISHED = (CHECKPOINT_DIR, MODEL_FILE, ADAPTER_DIR, TOKENIZER_DIR, HYDRA_DIR, "*.log", TENSORBOARD_DIR,
                LOCK_FILE)
-# What a run writes into its directory: removed before `trainer.overwrite=true` trains anew.
+# What a run writes into its directory (Hydra's record and the log included): removed before
+# `trainer.overwrite=true` trains anew.
 RUN_FILES = (STATUS_FILE, METRICS_FILE, HISTORY_FILE, STEPS_FILE, CONFIG_FILE, CHOICES_FILE, OVERRIDES_FILE,
              ENV_FILE, LABELS_FILE, MODEL_FILE, MODEL_CONFIG_FILE, CHECKPOINT_DIR, ADAPTER_DIR, TOKENIZER_DIR,
-             TENSORBOARD_DIR)
+             TENSORBOARD_DIR, HYDRA_DIR, LOG_FILE)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -87,6 +92,10 @@ class RunDir:
     @property
     def model_file(self) -> Path:
         return self.path / MODEL_FILE
+
+    @property
+    def log_file(self) -> Path:
+        return self.path / LOG_FILE
 
     def checkpoint_file(self, name: str = LAST) -> Path:
         return self.path / CHECKPOINT_DIR / name
@@ -118,6 +127,14 @@ class RunDir:
         atomic_write_text(self.path / CONFIG_FILE, yaml.safe_dump(resolved, sort_keys=False))
         atomic_write_text(self.path / CHOICES_FILE, yaml.safe_dump(dict(choices), sort_keys=True))
         atomic_write_text(self.path / OVERRIDES_FILE, yaml.safe_dump(list(overrides)))
+
+    def write_hydra_record(self, task: DictConfig, hydra: DictConfig, overrides: Iterable[str]) -> None:
+        """`.hydra/`: the job's config, Hydra's own config (`{"hydra": ...}`) and the command-line
+        overrides, unresolved, as Hydra writes them."""
+        folder = self.path / HYDRA_DIR
+        atomic_write_text(folder / CONFIG_FILE, OmegaConf.to_yaml(task))
+        atomic_write_text(folder / HYDRA_CONFIG_FILE, OmegaConf.to_yaml(hydra))
+        atomic_write_text(folder / OVERRIDES_FILE, OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
 
     def write_environment(self, device: torch.device, world_size: int = 1, **extra: Any) -> None:
         atomic_write_json(self.path / ENV_FILE, {**environment(device, world_size), **extra})
@@ -173,7 +190,7 @@ class RunDir:
         return (self.path / STATUS_FILE).is_file() or self.metrics_file.is_file()
 
     def remove_run_files(self) -> None:
-        """Every file and folder a run writes (`RUN_FILES`); Hydra's own record and logs stay."""
+        """Every file and folder a run writes (`RUN_FILES`)."""
         for name in RUN_FILES:
             path = self.path / name
             if path.is_dir() and not path.is_symlink():
@@ -321,92 +338,16 @@ def environment(device: torch.device, world_size: int = 1) -> dict[str, Any]:
     }
 
 
-# ----- the saved model: its weights, a config that rebuilds it, and its tokenizer -------------
-MODEL_FORMAT = "mtexp-model"
-MODEL_FORMAT_VERSION = 1
-WORD_SPLITTING = "whitespace"  # how `predict` turns a sentence into words
+# The saved model lives in `mtexp.savedmodel` (which imports this module's file names); its public
+# names are still importable from here.
+SAVED_MODEL_NAMES = ("SavedModelError", "model_config", "portable_config", "read_model_config",
+                     "write_model", "write_tokenizer", "MODEL_FORMAT", "MODEL_FORMAT_VERSION",
+                     "WORD_SPLITTING")
 
 
-class SavedModelError(ValueError):
-    """A run directory without a usable saved model; the message names the path at fault."""
+def __getattr__(name: str) -> Any:
+    if name in SAVED_MODEL_NAMES:
+        from mtexp import savedmodel
 
-
-def portable_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A backbone config without `_name_or_path`: where it was loaded from on this machine is not
-    part of the architecture, and a shared run directory must not carry local paths."""
-    return {key: value for key, value in config.items() if key != "_name_or_path"}
-
-
-def model_config(model: torch.nn.Module) -> dict[str, Any]:
-    """What rebuilds a `MultiTaskModel` without its training config: architecture, heads, tasks."""
-    encoder = model.encoder
-    return {
-        "format": MODEL_FORMAT,
-        "version": MODEL_FORMAT_VERSION,
-        "weights": MODEL_FILE,
-        "tokenizer": TOKENIZER_DIR,
-        "backbone": {
-            "config": portable_config(encoder.backbone.config.to_dict()),
-            "pooling": encoder.pooling,
-            "normalize": encoder.normalize,
-            "max_length": encoder.max_length,
-        },
-        "heads": {"hidden": model.head_hidden, "dropout": model.head_dropout},
-        "tasks": [
-            {"name": task.name, "kind": task.kind, "labels": list(task.labels)}
-            for task in model.tasks.values()
-        ],
-        "loss_weights": dict(model.loss_weights),
-        "words": WORD_SPLITTING,
-    }
-
-
-def write_model(run_dir: Path, model: torch.nn.Module, metadata: dict[str, str] | None = None) -> None:
-    """`model.safetensors` (tensor names unchanged), `tokenizer/`, then `model.json`.
-
-    `model.json` is written last, so a run directory that has it has the other two.
-    """
-    run_dir = Path(run_dir)
-    save_weights(run_dir / MODEL_FILE, model, metadata)
-    write_tokenizer(run_dir / TOKENIZER_DIR, model.encoder.tokenizer)
-    atomic_write_json(run_dir / MODEL_CONFIG_FILE, model_config(model))
-
-
-def write_tokenizer(folder: Path, tokenizer: Any) -> None:
-    """`tokenizer.save_pretrained` into a temporary folder that then replaces `folder`."""
-    atomic_save_folder(folder, lambda temp: tokenizer.save_pretrained(str(temp)))
-
-
-def read_model_config(run_dir: str | Path) -> dict[str, Any]:
-    """The run directory's `model.json`, checked; `SavedModelError` names what is missing."""
-    import json
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise SavedModelError(f"run directory not found: {run_dir}")
-    path = run_dir / MODEL_CONFIG_FILE
-    if not path.is_file():
-        reason = _no_model_reason(run_dir)
-        raise SavedModelError(f"{run_dir} holds no saved model: {MODEL_CONFIG_FILE} not found ({reason})")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise SavedModelError(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT:
-        raise SavedModelError(f"{path} is not an mtexp model config (no \"format\": \"{MODEL_FORMAT}\")")
-    if int(config.get("version", 0)) > MODEL_FORMAT_VERSION:
-        raise SavedModelError(
-            f"{path} has format version {config['version']}; this mtexp reads up to {MODEL_FORMAT_VERSION}"
-        )
-    for key in ("weights", "tokenizer"):
-        if not (run_dir / config[key]).exists():
-            raise SavedModelError(f"{run_dir} holds an incomplete model: {config[key]} not found")
-    return config
-
-
-def _no_model_reason(run_dir: Path) -> str:
-    if (run_dir / MODEL_FILE).is_file():
-        return f"its {MODEL_FILE} predates {MODEL_CONFIG_FILE}; train the run again to save both"
-    if (run_dir / STATUS_FILE).is_file():
-        return f"the run saves its model when it completes; see {STATUS_FILE}"
-    return "not a run directory of mtexp-train"
+        return getattr(savedmodel, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,10 +4,13 @@
 
 - status.json exists from the first moment: a run that fails before it starts training (a
   config error included) leaves `failed` with the error, one stopped by SIGTERM or SIGINT
-  `interrupted` (its last checkpoint stays, for `trainer.resume=true`);
+  `interrupted` (with a checkpoint at the step it stopped at, for `trainer.resume=true`);
 - a directory that holds a run (completed, failed, interrupted or killed) is taken over only
   with `trainer.resume=true` (the run continues) or `trainer.overwrite=true` (the old run's
-  files are removed first); until it is taken over, a failing attempt changes nothing there;
+  files are removed first); until it is taken over, a failing or refused attempt changes
+  nothing there, not a byte: the record of how the run was started (config.yaml, choices.yaml,
+  overrides.yaml, Hydra's `.hydra/`) is written when the run takes the directory, and so is its
+  log, `train.log` (`mtexp.runlog`: records are held until then);
 - recording an ending never hides the error that ended the run: it is logged first, and a
   failure to write status.json (a full disk) is logged beside it.
 """
@@ -15,17 +18,22 @@
 from __future__ import annotations
 
 import logging
-import signal
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any
 
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig
 
 from mtexp.config import ConfigError
+from mtexp.interrupts import RunInterrupted, stop_on_termination
 from mtexp.rundir import RunDir, now_iso, run_dirs_under
+from mtexp.runlog import RunLog
+
+__all__ = ["FAILED_RUNS", "RunDirTaken", "RunInterrupted", "RunLife", "RunRecord", "SweepOutcome",
+           "ending_status", "stop_on_termination"]
 
 log = logging.getLogger("mtexp.run")
 INTERRUPTED, FAILED = "interrupted", "failed"
@@ -35,40 +43,56 @@ class RunDirTaken(ConfigError):
     """The run directory holds a run and the config neither resumes nor overwrites it."""
 
 
-class RunInterrupted(KeyboardInterrupt):
-    """SIGTERM (or another termination signal) arrived; `signum` says which."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"stopped by {signal.Signals(signum).name}")
-        self.signum = signum
-
-
 def ending_status(error: BaseException) -> str:
     """`interrupted` for a signal or an exit requested from outside, else `failed`."""
     return INTERRUPTED if isinstance(error, (KeyboardInterrupt, SystemExit)) else FAILED
 
 
+@dataclass(frozen=True)
+class RunRecord:
+    """How a run was started: the config as composed, the group choices, the command-line
+    overrides, and, when Hydra started the run in its own output directory, Hydra's config of
+    the job (`{"hydra": ...}`), kept in `.hydra/` as Hydra would keep it."""
+
+    cfg: DictConfig
+    choices: Mapping[str, str] = field(default_factory=dict)
+    overrides: Sequence[str] = ()
+    hydra: DictConfig | None = None
+
+    def write(self, directory: RunDir) -> None:
+        directory.write_config(self.cfg, self.choices, self.overrides)
+        if self.hydra is not None:
+            directory.write_hydra_record(self.cfg, self.hydra, self.overrides)
+
+
 class RunLife:
     """One attempt at a run in `directory`; only the process that `writes` touches files.
 
-    Use as a context manager around the run: `begin(...)` once the config is checked,
-    `complete()` at the end; an exception leaving the block is recorded (see the module)."""
+    Use as a context manager around the run: `begin(...)` once every check that could refuse
+    the run has passed, `complete()` at the end; an exception leaving the block is recorded
+    (see the module)."""
 
-    def __init__(self, directory: RunDir, writes: bool = True) -> None:
+    def __init__(self, directory: RunDir, record: RunRecord, writes: bool = True) -> None:
         self.directory = directory
+        self.record = record
         self.writes = writes
         self.started = now_iso()
         self.had_run = directory.holds_run()
         self.begun = False
-        self.config: tuple[DictConfig, Mapping[str, str], Iterable[str]] | None = None
+        self.log = RunLog()
 
     def __enter__(self) -> RunLife:
+        if self.writes:
+            self.log.__enter__()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if error is not None:
-            self.record_ending(error)
+        try:
+            if error is not None:
+                self.record_ending(error)
+        finally:
+            self.log.close()
 
     def check_takeover(self, resume: bool, overwrite: bool) -> None:
         """A directory that holds a run needs `trainer.resume=true` or `trainer.overwrite=true`."""
@@ -80,23 +104,18 @@ class RunLife:
             f"continue it, or trainer.overwrite=true to replace it (its files are removed first)"
         )
 
-    def begin(self, cfg: DictConfig, choices: Mapping[str, str], overrides: Iterable[str],
-              overwrite: bool = False) -> None:
+    def begin(self, overwrite: bool = False) -> None:
         """The run takes the directory: the old run's files go first under `overwrite`; then
-        status `running` and the config."""
-        self.config = (cfg, choices, overrides)
-        if self.writes:
+        the log, status `running` and the record of how the run was started."""
+        if self.writes and not self.begun:
             if overwrite and self.had_run:
                 log.warning("trainer.overwrite=true: removing the previous run's files from %s",
                             self.directory.path)
                 self.directory.remove_run_files()
+            self._open_log()
             self.directory.write_status("running", self.started)
-            self.directory.write_config(cfg, choices, overrides)
+            self.record.write(self.directory)
         self.begun = True
-
-    def remember_config(self, cfg: DictConfig, choices: Mapping[str, str], overrides: Iterable[str]) -> None:
-        """The config to record should the run fail before `begin` (a fresh directory only)."""
-        self.config = (cfg, choices, overrides)
 
     def complete(self) -> None:
         if self.writes:
@@ -111,20 +130,28 @@ class RunLife:
         if not self.begun and self.had_run:
             log.error("the run did not start; %s is left as it was: %s", self.directory.path, error)
             return
+        if not self.begun:
+            self._open_log()  # a new directory: its log says why the run ended
         log.error("run %s: %s", status, f"{type(error).__name__}: {error}")
         try:
             self.directory.write_status(status, self.started, error)
-            if not self.begun and self.config is not None:
-                self._write_config_if_possible()
+            if not self.begun:
+                self._write_record_if_possible()
         except OSError as write_error:
             log.error("could not record the ending in %s (%s: %s); the run ended with: %s: %s",
                       self.directory.path, type(write_error).__name__, write_error,
                       type(error).__name__, error)
 
-    def _write_config_if_possible(self) -> None:
+    def _open_log(self) -> None:
+        try:
+            self.log.open(self.directory.log_file)
+        except OSError as error:  # the run goes on; its records still reach the console
+            log.warning("could not open the run's log %s: %s", self.directory.log_file, error)
+
+    def _write_record_if_possible(self) -> None:
         """A config that failed validation may not resolve: written only where it does."""
         try:
-            self.directory.write_config(*self.config)
+            self.record.write(self.directory)
         except OSError:
             raise
         except Exception as config_error:  # an unresolvable interpolation, for one
@@ -156,16 +183,3 @@ class SweepOutcome(HydraCallback):
             ended_here = str(status.get("started", "")) >= self.started
             if ended_here and status.get("status") != "completed" and str(folder) not in FAILED_RUNS:
                 FAILED_RUNS.append(str(folder))
-
-
-# ----- signals --------------------------------------------------------------------------------
-def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
-    signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut the recording short
-    raise RunInterrupted(signum)
-
-
-def stop_on_termination() -> dict[int, Any]:
-    """SIGTERM (what Slurm sends before a preemption) and SIGINT raise `RunInterrupted` in the
-    main thread (SIGINT too where the process started with it ignored, as background jobs do);
-    returns the handlers it replaced."""
-    return {signum: signal.signal(signum, _raise_interrupted) for signum in (signal.SIGTERM, signal.SIGINT)}

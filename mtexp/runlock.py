@@ -57,6 +57,15 @@ class RunLock:
         os.write(fd, json.dumps(record).encode())
         self.fd = fd
 
+    def try_acquire(self) -> RunDirBusy | None:
+        """Take the lock and return None, or return (not raise) the `RunDirBusy` that says who
+        holds it."""
+        try:
+            self.acquire()
+        except RunDirBusy as busy:
+            return busy
+        return None
+
     def release(self) -> None:
         """Remove the lock file (while still holding it) and let go."""
         if self.fd is None:

@@ -150,8 +150,7 @@ class TensorBoardTracker(Tracker):
         require_package("tensorboard", self.requirement, "tensorboard")
         self.writer_class = require_package("torch.utils.tensorboard", self.requirement,
                                             "tensorboard").SummaryWriter
-        self.log_dir = run_dir.path / TENSORBOARD_DIR
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir = run_dir.path / TENSORBOARD_DIR  # made by the writer, once training starts
         self.writer: Any = None
 
     def on_fit_start(self, trainer: Trainer) -> None:

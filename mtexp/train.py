@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 import sys
-from contextlib import nullcontext
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +23,26 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mtexp.backbones import BundledModelError
-from mtexp.build import build_model, build_run_features, check_backbone, load_data_checked, pick_device
+from mtexp.build import (
+    build_model,
+    build_run_features,
+    check_backbone,
+    check_configured_tasks,
+    load_data_checked,
+    pick_device,
+)
 from mtexp.callbacks import default_callbacks, finishing, resume_source
-from mtexp.checkpoint import check_resume
+from mtexp.checkpoint import check_labels, check_resume, resume_labels
 from mtexp.config import ConfigError, RunConfig, validate
 from mtexp.data import DataError
 from mtexp.distributed import (
     DistContext,
+    PeerFailed,
     broadcast_object,
     context_from_env,
     init_distributed,
     rank_device,
+    shared_outcome,
     shutdown_distributed,
 )
 from mtexp.measure import Pretrained, run_metrics
@@ -41,9 +50,10 @@ from mtexp.model import MultiTaskModel
 from mtexp.precision import resolve_precision
 from mtexp.progress import library_progress, progress_mode
 from mtexp.resources import reuse_freed_memory
-from mtexp.rundir import CheckpointError, RunDir, write_model
-from mtexp.runlife import FAILED_RUNS, RunLife, stop_on_termination
+from mtexp.rundir import CheckpointError, RunDir
+from mtexp.runlife import FAILED_RUNS, RunLife, RunRecord, stop_on_termination
 from mtexp.runlock import RunDirBusy, RunLock
+from mtexp.savedmodel import write_model
 from mtexp.summary import format_metrics_table
 from mtexp.trackers import TrackerError
 from mtexp.trainer import Trainer, TrainResult
@@ -52,57 +62,100 @@ log = logging.getLogger("mtexp.train")
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
-def run(cfg: DictConfig, run_dir: Path, choices: dict[str, str] | None = None,
-        overrides: list[str] | None = None) -> dict[str, Any]:
+def run(cfg: DictConfig, run_dir: Path, choices: Mapping[str, str] | None = None,
+        overrides: Sequence[str] | None = None, hydra_config: DictConfig | None = None) -> dict[str, Any]:
     """Train and evaluate one configuration, writing the run directory. Returns metrics.json.
 
     The directory is locked while the run lives (`mtexp.runlock`); how the run starts and how
-    its ending is recorded is `mtexp.runlife`'s. Under torchrun every rank trains; rank 0's run
-    directory is the one written.
+    its ending is recorded is `mtexp.runlife`'s: a refused run leaves the directory as it was.
+    `hydra_config`, Hydra's config of the job (`{"hydra": ...}`), is kept in `.hydra/` once the run
+    holds its directory. Under torchrun every rank trains and every rank refuses what rank 0
+    refuses (`mtexp.distributed.shared_outcome`); rank 0's run directory is the one written.
     """
     context = context_from_env()
-    lock = RunLock(Path(run_dir)) if context.is_main else nullcontext()
-    # The life starts once the lock is held: what the directory holds is read under it.
-    with lock, RunLife(RunDir(Path(run_dir)), writes=context.is_main) as life:
-        life.remember_config(cfg, choices or {}, overrides or [])
-        run_config = checked_config(cfg, life)
-        try:
-            device = rank_device(pick_device(run_config.trainer.device), context)
-            init_distributed(device)
-            directory = RunDir(Path(broadcast_object(str(run_dir), context)))
-            check_resume(run_config, resume_source(run_config.trainer.resume, directory))
-            life.begin(cfg, choices or {}, overrides or [], run_config.trainer.overwrite)
-            metrics = train_and_evaluate(run_config, directory, device, context)
-        finally:
-            shutdown_distributed()
-        life.complete()
+    record = RunRecord(cfg, dict(choices or {}), list(overrides or []), hydra_config)
+    lock = RunLock(Path(run_dir)) if context.is_main else None
+    busy = lock.try_acquire() if lock is not None else None
+    if busy is not None and not context.enabled:
+        raise busy
+    try:
+        # The life starts once the lock is held: what the directory holds is read under it.
+        with RunLife(RunDir(Path(run_dir)), record, writes=context.is_main and busy is None) as life:
+            metrics = start_and_train(cfg, life, context, busy)
+            life.complete()
+    finally:
+        if lock is not None:
+            lock.release()
     return metrics
 
 
-def checked_config(cfg: DictConfig, life: RunLife) -> RunConfig:
-    """The validated config, checked against what it names (backbone, layers) and against the
-    run directory (a run there needs resume or overwrite), before any data loads."""
+def start_and_train(cfg: DictConfig, life: RunLife, context: DistContext,
+                    busy: RunDirBusy | None) -> dict[str, Any]:
+    """Check the config, agree with every rank that the run may start, train."""
+    run_config = checked_config(cfg)
+    try:
+        device = rank_device(pick_device(run_config.trainer.device), context)
+        init_distributed(device)
+        with shared_outcome(context):
+            if context.is_main:
+                claim_directory(run_config, life, busy, device, context)
+        directory = RunDir(Path(broadcast_object(str(life.directory.path), context)))
+        return train_and_evaluate(run_config, directory, device, context, life)
+    finally:
+        shutdown_distributed()
+
+
+def checked_config(cfg: DictConfig) -> RunConfig:
+    """The validated config, checked against what it names (the backbone and its layers, the
+    tasks where the data's config names them) before any data loads."""
     run_config = validate(cfg)
     check_backbone(run_config)
-    trainer = run_config.trainer
-    life.check_takeover(resume_source(trainer.resume, life.directory) == life.directory, trainer.overwrite)
+    check_configured_tasks(run_config)
     return run_config
 
 
-def train_and_evaluate(run: RunConfig, run_dir: RunDir, device: torch.device,
-                       context: DistContext) -> dict[str, Any]:
+def claim_directory(run: RunConfig, life: RunLife, busy: RunDirBusy | None, device: torch.device,
+                    context: DistContext) -> None:
+    """Refuse the run (a live run holds the directory; a run there that the config neither resumes
+    nor overwrites; a checkpoint written under another config), or take the directory now. A run
+    that resumes its own directory takes it only once its data has loaded and matches the
+    checkpoint (`train_and_evaluate`): until then nothing there changes."""
+    if busy is not None:
+        raise busy
+    trainer = run.trainer
+    source = resume_source(trainer.resume, life.directory)
+    resumes_here = source == life.directory and life.had_run
+    life.check_takeover(resumes_here, trainer.overwrite)
+    check_resume(run, source)
+    if not resumes_here:
+        take_directory(life, run, device, context)
+
+
+def take_directory(life: RunLife, run: RunConfig, device: torch.device, context: DistContext) -> None:
+    """The run takes its directory (`RunLife.begin`), then records its environment (env.json)."""
+    if life.begun:
+        return
+    life.begin(run.trainer.overwrite)
+    if life.writes:
+        life.directory.write_environment(device, context.world_size,
+                                         precision=resolve_precision(run.trainer.precision, device))
+
+
+def train_and_evaluate(run: RunConfig, run_dir: RunDir, device: torch.device, context: DistContext,
+                       life: RunLife) -> dict[str, Any]:
     """Build, train, measure; rank 0 writes the run's files and reports to the trackers."""
     if run.trainer.threads:
         torch.set_num_threads(run.trainer.threads)
     if device.type == "cpu":
         reuse_freed_memory()
-    if context.is_main:
-        run_dir.write_environment(device, context.world_size,
-                                  precision=resolve_precision(run.trainer.precision, device))
     callbacks = default_callbacks(run, run_dir, context)  # trackers connect here, before any data
     progress = progress_mode(run.trainer.progress and context.is_main)
     with finishing(callbacks, run_dir), library_progress(progress):
         data = load_data_checked(run)
+        with shared_outcome(context):  # a resume takes its directory here, its data checked
+            check_labels(resume_labels(resume_source(run.trainer.resume, run_dir)), data.labels())
+            if context.is_main:
+                take_directory(life, run, device, context)
         model = build_model(run, data).to(device)
         features = build_run_features(run, data, model.encoder.tokenizer)
         if context.is_main:
@@ -138,7 +191,7 @@ def hydra_context() -> tuple[Path, dict[str, str], list[str], bool]:
 # Errors of the user's making (a config key, a data file, the run directory): their message says
 # what to change, so it is shown without a traceback (HYDRA_FULL_ERROR=1 or debug logging shows it).
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    ConfigError, DataError, RunDirBusy, CheckpointError, TrackerError, BundledModelError,
+    ConfigError, DataError, RunDirBusy, CheckpointError, TrackerError, BundledModelError, PeerFailed,
 )
 
 
@@ -151,7 +204,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
     transformers.utils.logging.disable_progress_bar()
     run_dir, choices, overrides, multirun = hydra_context()
     try:
-        metrics = run(cfg, run_dir, choices, overrides)
+        metrics = run(cfg, run_dir, choices, overrides, HydraConfig.instance().cfg)
     except USER_ERRORS as error:
         if show_traceback() and not multirun:
             raise

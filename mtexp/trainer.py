@@ -3,37 +3,37 @@
 How long it trains is the budget's plan (`mtexp.budget`). What happens around the loop lives
 elsewhere: thawing in `mtexp.thawing`, step logging, early stopping and checkpoints (resume
 included) in `mtexp.callbacks`.
+
+SIGTERM and SIGINT are held while the loop runs (`mtexp.interrupts`): at the next step boundary
+(every rank at the same one) the loop records where it is in the epoch's batch order, the
+callbacks write the checkpoint (`Callback.on_interrupt`), and the signal is delivered. A run
+resumed from that checkpoint skips the epoch's batches already trained and goes on exactly as
+the uninterrupted run would have.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
-import numpy as np
 import torch
 
+from mtexp.batchrunner import BatchRunner, to_device
 from mtexp.budget import BudgetClock, BudgetPlan, TimedSchedule, plan_budget
 from mtexp.callbacks import Callback, default_callbacks
 from mtexp.checkpoint import rng_state, set_rng_state
-from mtexp.config import RunConfig, TrainerConfig
-from mtexp.data import MultiTaskData, batching
-from mtexp.data.batching import TrainBatches, train_batches
-from mtexp.data.types import Corpus
-from mtexp.distributed import DistContext, average_gradients, broadcast_object, shard_batch
-from mtexp.evaluate import evaluate_split
-from mtexp.feature_cache import FeatureCache
-from mtexp.feature_store import cached_features, store_key, store_root
-from mtexp.model import ModelOutput, MultiTaskModel
+from mtexp.config import RunConfig
+from mtexp.data import MultiTaskData
+from mtexp.data.batching import TrainBatches
+from mtexp.distributed import DistContext, agreed_max, average_gradients, broadcast_object, shard_batch
+from mtexp.interrupts import HeldSignals
+from mtexp.model import MultiTaskModel
 from mtexp.optim import LRSchedule, group_learning_rates
-from mtexp.precision import resolve_precision
 from mtexp.progress import Progress, progress_mode
 from mtexp.resources import (
     PeakMemory,
@@ -42,13 +42,12 @@ from mtexp.resources import (
     gradient_bytes,
     optimizer_state_bytes,
 )
-from mtexp.rundir import RunDir, flatten
+from mtexp.rundir import RunDir
 from mtexp.thawing import Thawing
 
+__all__ = ["BatchRunner", "TrainResult", "TrainState", "Trainer", "task_steps_run", "to_device"]
+
 log = logging.getLogger(__name__)
-Batch = Mapping[str, Any]
-# Per-entity scores stay in metrics.json; one column per entity type would swamp history.csv.
-HISTORY_SKIP = frozenset({"per_entity"})
 
 
 @dataclass
@@ -68,6 +67,11 @@ class TrainState:
     cache_seconds: float = 0.0  # feature-cache builds, every session's (the time budget counts them)
     plan: dict[str, Any] = field(default_factory=dict)  # the budget's plan (`BudgetPlan`)
     memory: dict[str, int] = field(default_factory=dict)  # `TrainingMemory` so far
+    # An epoch stopped mid-way by a signal (0 and empty at an epoch's end): the batches of its
+    # order already trained, and their losses' sums and counts per task.
+    batches_done: int = 0
+    loss_sums: dict[str, float] = field(default_factory=dict)
+    loss_counts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -86,138 +90,6 @@ class TrainResult:
     def train_memory_mb(self) -> float:
         """What training needs (`TrainingMemory`), in MB."""
         return self.memory.total_mb
-
-
-def to_device(batch: Batch, device: torch.device) -> dict[str, Any]:
-    moved: dict[str, Any] = {}
-    for key, value in batch.items():
-        if isinstance(value, torch.Tensor):
-            moved[key] = value.to(device, non_blocking=True)
-        elif isinstance(value, Mapping):
-            moved[key] = {name: tensor.to(device, non_blocking=True) for name, tensor in value.items()}
-        else:
-            moved[key] = value
-    return moved
-
-
-@contextmanager
-def silenced(logger: logging.Logger) -> Iterator[None]:
-    """`logger` drops its records inside the block."""
-    was_disabled = logger.disabled
-    logger.disabled = True
-    try:
-        yield
-    finally:
-        logger.disabled = was_disabled
-
-
-class BatchRunner:
-    """Batches for training and evaluation, and the forward pass under the run's precision,
-    through the frozen-feature cache once it is built."""
-
-    def __init__(self, run: RunConfig, model: MultiTaskModel, data: MultiTaskData, features: Any,
-                 device: torch.device) -> None:
-        self.run = run
-        self.cfg: TrainerConfig = run.trainer
-        self.model = model
-        self.data = data
-        self.features = features
-        self.device = device
-        self.precision = resolve_precision(self.cfg.precision, device)  # fp32 or bf16
-        self.cache: FeatureCache | None = None
-        self.cache_seconds = 0.0
-        self.cache_status: str | None = None  # hit, miss, rebuilt (the on-disk store) or memory
-
-    def autocast(self) -> AbstractContextManager:
-        if self.precision != "bf16":
-            return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-
-    def epoch_batches(self, epoch: int) -> TrainBatches:
-        return train_batches(
-            self.features,
-            self.cfg.batch_size,
-            self.run.data.sampling,
-            seed=self.run.seed,
-            epoch=epoch,
-            group_by_length=self.run.data.group_by_length,
-        )
-
-    def steps_per_epoch(self) -> int:
-        """Optimizer steps in an epoch (every epoch plans as many batches)."""
-        with silenced(batching.log):  # only counted here: an epoch's plan is logged when it trains
-            planned = len(self.epoch_batches(0))
-        return max(math.ceil(planned / self.cfg.grad_accumulation), 1)
-
-    def batches_for(
-        self, corpus: Corpus, split: str, indices: list[int] | None = None, batch_size: int | None = None
-    ) -> Iterator[Batch]:
-        """Evaluation batches (default size `eval_batch_size`), longest first: little padding."""
-        table = self.features.table(corpus.name, split)
-        rows = np.arange(len(table)) if indices is None else np.asarray(indices)
-        rows = rows[np.argsort(-table.lengths[rows], kind="stable")]
-        size = batch_size or self.cfg.eval_batch_size
-        for start in range(0, len(rows), size):
-            batch = self.features.collator.collate(table, rows[start : start + size], corpus.name)
-            yield {**batch, "split": split}
-
-    def build_cache(self) -> None:
-        """Encode every example once when the encoder never trains (frozen-feature cache),
-        or read the encoding from the on-disk store under `paths.cache_root` when another run
-        made it already."""
-        if not self.cfg.feature_cache or self.run.freezing.scenario.encoder_trains:
-            return
-        started = time.perf_counter()
-        self.model.encoder.eval()
-        root = store_root(self.run.paths.cache_root)
-        if root is None:
-            self.cache, self.cache_status = self.encode_all(), "memory"
-        else:
-            key, meta = store_key(self.model.encoder, self.features, self.precision,
-                                  self.cfg.batch_size, self.device)
-            self.cache, self.cache_status = cached_features(root, key, meta, self.encode_all, self.device)
-        self.cache_seconds = time.perf_counter() - started
-
-    def encode_all(self) -> FeatureCache:
-        """The frozen encoder's outputs for every example of every split."""
-        batches = [
-            batch
-            for corpus in self.data.corpora
-            for split, examples in corpus.splits.items()
-            if examples
-            # training-size batches: the encoder's activations stay small next to the cache
-            for batch in self.batches_for(corpus, split, batch_size=self.cfg.batch_size)
-        ]
-        store_dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-        with self.autocast():
-            return FeatureCache.build(self.model.encoder, batches, self.device, store_dtype)
-
-    def forward(self, batch: Batch) -> ModelOutput:
-        batch = to_device(batch, self.device)
-        with self.autocast():
-            if self.cache is not None:
-                token_states, pooled = self.cache.features_for(batch, split=batch.get("split", "train"))
-                return self.model.forward_features(
-                    token_states.to(self.device), pooled.to(self.device), batch.get("labels") or {}
-                )
-            return self.model(batch)
-
-    def evaluate(self, split: str, limit: int | None = None, seed: int = 0) -> dict[str, Any]:
-        """Every task's metrics on `split` (or a seeded sample of `limit` examples per corpus)."""
-        return evaluate_split(self.data, split, self.forward, self.batches_for, limit, seed)
-
-    def dev_scores(self) -> dict[str, Any]:
-        """Dev metrics as history.csv columns (`dev.<task>.<metric>`), in eval mode."""
-        self.model.eval()
-        return flatten(self.evaluate("dev"), "dev.", skip=HISTORY_SKIP, scalars_only=True)
-
-    def train_subset_scores(self) -> dict[str, Any]:
-        """Scores on a fixed slice of train, for the overfitting gap; empty when disabled."""
-        if self.run.eval.train_subset <= 0:
-            return {}
-        scores = self.evaluate("train", self.run.eval.train_subset, self.run.seed)
-        return flatten(scores, "train.", skip=HISTORY_SKIP, scalars_only=True)
-
 
 class Trainer:
     """Trains a `MultiTaskModel` under one freezing scenario, optimizer schedule and budget."""
@@ -248,6 +120,7 @@ class Trainer:
         self.epoch_started: float | None = None
         self.clock = BudgetClock(self.plan)
         self.progress = Progress(progress_mode(self.cfg.progress and self.context.is_main), self.plan.epochs)
+        self.signals: HeldSignals | None = None  # while the loop runs
 
     # ----- the loop -----------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -256,8 +129,13 @@ class Trainer:
         with PeakMemory(self.device) as memory:  # the process's resident peak, cache included
             self.runner.build_cache()
             self.start()
-            while self.state.epoch < self.plan.epochs and not (self.should_stop or self.budget_spent()):
-                self.train_epoch(self.state.epoch)
+            with HeldSignals() as self.signals:
+                while self.state.epoch < self.plan.epochs and not (self.should_stop or self.budget_spent()):
+                    self.train_epoch(self.state.epoch)
+                    signum = self.signalled()
+                    if signum:  # the epoch's checkpoint is written: nothing more to save
+                        self.signals.deliver(signum)
+            self.signals = None
         for callback in self.callbacks:
             callback.on_fit_end(self)
         return self.result(memory)
@@ -294,6 +172,7 @@ class Trainer:
         self.state.train_seconds += time.perf_counter() - started
         self.epoch_started = None
         self.state.epoch = epoch + 1
+        self.state.batches_done, self.state.loss_sums, self.state.loss_counts = 0, {}, {}
         self.params_trainable = freeze.params_trainable
         self.memory.observe(gradients=gradient_bytes(self.model.parameters()),
                             optimizer=optimizer_state_bytes(self.optimizer))
@@ -304,13 +183,13 @@ class Trainer:
             callback.on_epoch_end(self, row)
 
     def run_batches(self, batches: TrainBatches, epoch: int) -> tuple[dict[str, float], int]:
-        """One pass over an epoch's batches, or until the budget runs out; returns each task's
-        mean loss and the number of batches run."""
-        sums: dict[str, float] = {}
-        counts: dict[str, int] = {}
-        progress = self.progress.epoch(epoch, len(batches))
-        accumulated = batches_run = 0
-        for global_batch in batches:
+        """One pass over an epoch's batches (from where an interrupted attempt stopped), or until
+        the budget runs out; returns each task's mean loss and the number of batches run."""
+        sums, counts = dict(self.state.loss_sums), dict(self.state.loss_counts)
+        batches_run = self.state.batches_done
+        progress = self.progress.epoch(epoch, len(batches) - batches_run)
+        accumulated = 0
+        for global_batch in batches.iterate(batches_run):
             samples = int(global_batch["input_ids"].shape[0])
             self.state.samples_seen += samples
             with SavedActivations(self.parameter_storages) as saved:
@@ -329,6 +208,10 @@ class Trainer:
                 accumulated = 0
                 if self.budget_spent():
                     break
+                signum = self.signalled()
+                if signum:
+                    progress.stop()
+                    self.interrupt(batches_run, sums, counts, signum)
         if accumulated:
             self.optimizer_step()
         progress.close()
@@ -347,6 +230,26 @@ class Trainer:
         self.state.step += 1
         for callback in self.callbacks:
             callback.on_step_end(self)
+
+    # ----- signals ------------------------------------------------------------------------
+    def signalled(self) -> int:
+        """A termination signal held on any rank since the loop began; 0 when none."""
+        pending = self.signals.pending if self.signals is not None else None
+        return agreed_max(pending or 0, self.context, self.device)
+
+    def interrupt(self, batches_done: int, sums: dict[str, float], counts: dict[str, int],
+                  signum: int) -> NoReturn:
+        """Stop between two steps of an epoch: the state records where, the callbacks save it
+        (the checkpoint), then the signal is delivered (`RunInterrupted`)."""
+        self.state.train_seconds += time.perf_counter() - self.epoch_started
+        self.epoch_started = None
+        self.state.batches_done, self.state.loss_sums, self.state.loss_counts = batches_done, sums, counts
+        self.state.memory = dataclasses.asdict(self.memory)
+        for callback in self.callbacks:
+            callback.on_interrupt(self)
+        log.warning("stopped at step %d, %d batches into epoch %d: continue with trainer.resume=true",
+                    self.state.step, batches_done, self.state.epoch + 1)
+        self.signals.deliver(signum)
 
     # ----- the budget ---------------------------------------------------------------------
     def seconds_spent(self) -> float:
@@ -404,7 +307,8 @@ class Trainer:
         }
 
     def load_state_dict(self, checkpoint: Mapping[str, Any]) -> None:
-        """Continue from `checkpoint`: the optimizer is rebuilt as it stood, thaw steps replayed.
+        """Continue from `checkpoint` (an epoch's end, or a step within an epoch): the optimizer is
+        rebuilt as it stood, thaw steps replayed.
         The budget is the config's, as planned at the start (a resume under a changed one is
         refused before the run starts, `mtexp.checkpoint.check_resume`, unless the checkpoint
         predates fingerprints); steps and seconds already spent count against it."""
@@ -416,9 +320,12 @@ class Trainer:
         self.model.load_state_dict(checkpoint["model"])
         self.clock = BudgetClock(self.plan, self.seconds_spent())
         self.optimizer, self.schedule = self.optimizer_at(self.state.epoch)
+        if self.state.batches_done:  # stopped mid-epoch: the epoch's thaw step was taken
+            self.thawing.thaw(self.optimizer, self.state.epoch)
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.schedule.load_state_dict(checkpoint["schedule"])
         set_rng_state(checkpoint["rng"])
+        self.should_stop = self.state.stopped_early
         if self.state.history:
             self.params_trainable = int(self.state.history[-1]["params_trainable"])
 

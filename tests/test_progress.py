@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from datasets.utils import are_progress_bars_disabled
+from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
 from mtexp import progress
 from mtexp.progress import BAR, LINES, OFF, Progress, clock, library_progress, progress_mode
@@ -110,9 +110,14 @@ def test_progress_mode_follows_the_streams():
 @pytest.mark.parametrize(("mode", "disabled"), [(OFF, True), (LINES, True), (BAR, False)])
 def test_library_progress_bars_only_with_a_bar(mode, disabled):
     before = are_progress_bars_disabled()
-    with library_progress(mode):
-        assert are_progress_bars_disabled() is (disabled or before)
-    assert are_progress_bars_disabled() is before
+    enable_progress_bars()  # as in a fresh process: the bars of `datasets` are on
+    try:
+        with library_progress(mode):
+            assert are_progress_bars_disabled() is disabled
+        assert not are_progress_bars_disabled()
+    finally:
+        if before:
+            disable_progress_bars()
 
 
 def test_lines_within_a_long_epoch(monkeypatch, caplog):

@@ -56,6 +56,12 @@ class TrainBatches:
         return len(self.plan)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self.iterate()
+
+    def iterate(self, start: int = 0) -> Iterator[dict[str, Any]]:
+        """The epoch's batches from position `start` of `plan` on: the very batches, in the same
+        order, that a pass from the beginning yields there (those before it are drawn, not built),
+        so that an epoch interrupted after `start` batches continues exactly."""
         names = [c.name for c in self.features.data.corpora]
         streams = {
             name: _index_batches(
@@ -64,8 +70,10 @@ class TrainBatches:
             )
             for i, name in enumerate(names)
         }
+        for name in self.plan[:start]:
+            next(streams[name])
         collate = self.features.collator.collate
-        for name in self.plan:
+        for name in self.plan[start:]:
             yield collate(self.features.table(name, "train"), next(streams[name]), name)
 
 

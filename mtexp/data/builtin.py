@@ -58,6 +58,7 @@ _PATIENCE = 200
 SPLIT_BY = ("template", "sentence")
 # Statistics that stay out of the corpus statistics in metrics.json (timing, long detail).
 _LOG_ONLY = ("seconds", "skipped")
+BUILTIN_TASKS = ("intent", "slots")
 
 
 @dataclass
@@ -85,6 +86,9 @@ class BuiltinSource(SourceConfig):
             raise DataError(f"split_by: expected one of {SPLIT_BY}, got {self.split_by!r}")
         if not isinstance(self.holdout_values, bool):
             raise DataError(f"holdout_values: expected bool, got {self.holdout_values!r}")
+
+    def task_names(self) -> tuple[str, ...]:
+        return BUILTIN_TASKS
 
     @property
     def legacy_split(self) -> bool:
@@ -118,7 +122,7 @@ def load_builtin(cfg: BuiltinSource, seed: int) -> Corpus:
         for name, rows in data.splits.items()
     }
     stats = {k: v for k, v in data.stats.items() if k not in _LOG_ONLY}
-    return Corpus(name="builtin", tasks=("intent", "slots"), splits=splits, stats=stats)
+    return Corpus(name="builtin", tasks=BUILTIN_TASKS, splits=splits, stats=stats)
 
 
 def generate_builtin(conf: BuiltinSource, seed: int) -> BuiltinDataset:

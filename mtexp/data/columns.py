@@ -20,6 +20,9 @@ class ColumnSource(SourceConfig):
     sequence_task: str | None = None
     token_task: str | None = None
 
+    def task_names(self) -> tuple[str, ...] | None:
+        return tuple(task for task in (self.sequence_task, self.token_task) if task) or None
+
 
 @dataclass(frozen=True)
 class ColumnMap:

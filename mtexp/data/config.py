@@ -77,6 +77,16 @@ class DataConfig:
                self.unseen_label)
         self.sources = [source.with_default_path(self.path) for source in self.sources]
 
+    def task_names(self) -> list[str] | None:
+        """Every source's tasks, in order, where each source's config names them; else None."""
+        names: list[str] = []
+        for source in self.sources:
+            tasks = source.task_names()
+            if tasks is None:
+                return None
+            names.extend(task for task in tasks if task not in names)
+        return names
+
 
 DATA_KEYS = frozenset(f.name for f in fields(DataConfig))
 # In the flat form these data keys also reach the source, when it has a field of that name.

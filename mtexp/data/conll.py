@@ -24,6 +24,9 @@ class ConllSource(FileSource):
     separator: str | None = None  # null: any whitespace
     scheme: str = "iob1"  # iob1 files are converted to IOB2; iob2 files are checked
 
+    def task_names(self) -> tuple[str, ...] | None:
+        return (self.token_task,) if self.token_task else None
+
 
 def read_conll(src: ConllSource, ctx: ReadContext) -> Corpus:
     """Read CoNLL files; the tag column is `tag_column` (default last), IOB1 becomes IOB2."""

@@ -20,6 +20,9 @@ class JointBertSource(SourceConfig):
     token_task: str | None = "slots"  # the task of `seq.out`; null: not read
     scheme: str = "iob2"
 
+    def task_names(self) -> tuple[str, ...] | None:
+        return tuple(task for task in (self.sequence_task, self.token_task) if task) or None
+
 
 def read_jointbert(src: JointBertSource, ctx: ReadContext) -> Corpus:
     """Read a JointBERT folder; `#`-joined multi-intents (ATIS) are kept as labels of their own."""

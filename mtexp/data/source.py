@@ -31,6 +31,11 @@ class SourceConfig:
         if self.tag_scheme() not in SCHEMES:
             raise DataError(f"scheme: expected one of {SCHEMES}, got {self.tag_scheme()!r}")
 
+    def task_names(self) -> tuple[str, ...] | None:
+        """The tasks this source feeds, where its config alone says (before anything is read);
+        None where they depend on the data."""
+        return None
+
     def tag_scheme(self) -> str:
         """The BIO scheme of the tags as the source reads them (`scheme` when it has one)."""
         return str(getattr(self, "scheme", "iob2"))
