@@ -196,6 +196,12 @@ def test_presets_cache_under_mtexp_cache(monkeypatch: pytest.MonkeyPatch) -> Non
         assert load_preset(preset).cache_dir == "/cache/features"
 
 
+def test_presets_cache_off_with_null_cache_root() -> None:
+    for preset in preset_names():
+        assert load_preset(preset, "paths.cache_root=null").cache_dir is None
+        assert load_preset(preset, "paths.cache_root=/c/").cache_dir == "/c/features"
+
+
 def test_flat_and_list_forms_convert_alike(big_root: Path) -> None:
     flat = {"source": "jointbert", "path": str(big_root), "token_task": "tags", "train_fraction": 0.5}
     listed = {"path": str(big_root), "train_fraction": 0.5,

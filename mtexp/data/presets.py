@@ -24,6 +24,16 @@ from mtexp.data.registry import SOURCES
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 GROUP = "data"
+SUBDIR_RESOLVER = "mtexp.subdir"
+
+
+def subdir(root: str | None, name: str) -> str | None:
+    """`${mtexp.subdir:${paths.cache_root},features}`: `<root>/<name>`, or null when the root is
+    null or empty, so that `paths.cache_root=null` switches the caches off instead of writing
+    them under a folder named `None`."""
+    if root is None or not str(root).strip():
+        return None
+    return f"{str(root).rstrip('/')}/{name}"
 
 
 def defaults_node(source: str | None = None) -> dict[str, Any]:
@@ -66,4 +76,5 @@ def _field_defaults(cls: type) -> dict[str, Any]:
     return out
 
 
+OmegaConf.register_new_resolver(SUBDIR_RESOLVER, subdir, replace=True)
 store_defaults()
