@@ -43,8 +43,18 @@ class RunDirTaken(ConfigError):
     """The run directory holds a run and the config neither resumes nor overwrites it."""
 
 
+class RunStopped(Exception):
+    """Ends a run early on purpose (e.g. a pruned tuning trial): status.json records `status`,
+    and the log says so as information, not as a failure."""
+
+    status = "stopped"
+
+
 def ending_status(error: BaseException) -> str:
-    """`interrupted` for a signal or an exit requested from outside, else `failed`."""
+    """The stop's own status, `interrupted` for a signal or an exit requested from outside,
+    else `failed`."""
+    if isinstance(error, RunStopped):
+        return error.status
     return INTERRUPTED if isinstance(error, (KeyboardInterrupt, SystemExit)) else FAILED
 
 
@@ -132,7 +142,8 @@ class RunLife:
             return
         if not self.begun:
             self._open_log()  # a new directory: its log says why the run ended
-        log.error("run %s: %s", status, f"{type(error).__name__}: {error}")
+        level = logging.INFO if isinstance(error, RunStopped) else logging.ERROR
+        log.log(level, "run %s: %s", status, f"{type(error).__name__}: {error}")
         try:
             self.directory.write_status(status, self.started, error)
             if not self.begun:

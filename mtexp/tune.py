@@ -51,6 +51,7 @@ from mtexp.callbacks import Callback, extra_callbacks
 from mtexp.config import RunConfig, validate
 from mtexp.io import atomic_write_json
 from mtexp.rundir import CHECKPOINT_DIR, MODEL_FILE, STATUS_FILE, RunDir, flatten
+from mtexp.runlife import RunStopped
 from mtexp.train import CONF_DIR, hydra_context, run
 
 log = logging.getLogger("mtexp.tune")
@@ -153,6 +154,12 @@ def study_name(config_name: str, overrides: Sequence[str]) -> str:
     return f"{config_name}: {described or 'defaults'}"
 
 
+class TrialPruned(RunStopped, optuna.TrialPruned):
+    """A trial the pruner stopped: Optuna counts it as pruned, its run directory says `pruned`."""
+
+    status = PRUNED
+
+
 class TrialReporter(Callback):
     """Reports each epoch's dev metric to an Optuna trial; ends the run when it is pruned."""
 
@@ -164,7 +171,7 @@ class TrialReporter(Callback):
         epoch = trainer.state.epoch
         self.trial.report(float(row[self.metric]), epoch)
         if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+            raise TrialPruned(f"pruned after epoch {epoch}")
 
 
 class Tuning:
@@ -213,10 +220,6 @@ class Tuning:
         try:
             with extra_callbacks(TrialReporter(trial, self.metric)):
                 metrics = self.train(run_dir, params, self.tune.seed)
-        except optuna.TrialPruned:
-            started = RunDir(run_dir).read_status([]).get("started", "")
-            RunDir(run_dir).write_status(PRUNED, started)
-            raise
         finally:
             discard_weights(run_dir)
         return float(flatten(metrics)[self.metric])

@@ -4,6 +4,7 @@ interruption and prunes, the tuning record, and confirm runs with the best learn
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -103,18 +104,21 @@ def test_a_study_resumes_after_an_interruption_then_confirms_the_best(tmp_path, 
     assert tune.confirm_runs(tmp_path) == [tmp_path / "config" / f"seed{s}" for s in (0, 1, 2)]
 
 
-def test_a_trailing_trial_is_pruned_and_marked(tmp_path):
+def test_a_trailing_trial_is_pruned_and_marked(tmp_path, caplog):
     overrides = ("tune.trials=2", "tune.stage=search", "tune.study=pruning", "tune.pruner_startup_trials=1",
                  "tune.pruner_warmup_epochs=0")
     study = optuna.create_study(study_name="pruning", storage=f"sqlite:///{tmp_path / 'tuning.db'}",
                                 direction="maximize")
     study.enqueue_trial({"optim.lr": 1e-3})
     study.enqueue_trial({"optim.lr": 1e-5})  # barely moves the random tiny model in one epoch
-    record = tuning(tmp_path, *overrides)()
+    with caplog.at_level(logging.INFO, logger="mtexp.run"):
+        record = tuning(tmp_path, *overrides)()
     assert (record["trials"], record["pruned"]) == (2, 1) and record["best"] == {"optim.lr": 1e-3}
+    ending = [r for r in caplog.records if r.name == "mtexp.run" and r.getMessage().startswith("run ")]
+    assert [(r.levelno, r.getMessage().split(":")[0]) for r in ending] == [(logging.INFO, "run pruned")]
     assert "confirm" not in record and not (tmp_path / "config" / "seed0").exists()
     status = json.loads((tmp_path / "config" / "trials" / "1" / "status.json").read_text())
-    assert status["status"] == tune.PRUNED
+    assert status["status"] == tune.PRUNED and status["error"].startswith("TrialPruned: pruned after epoch")
     assert not (tmp_path / "config" / "trials" / "1" / "metrics.json").exists()
     for trial in (tmp_path / "config" / "trials").iterdir():  # records only, no weights
         assert not (trial / "model.safetensors").exists() and not (trial / "checkpoints").exists()
