@@ -3,7 +3,8 @@
     python sweeps/publish.py multirun/freezing_snips/<time> results/freezing_snips \
         --command "mtexp-train -m -cd sweeps -cn freezing data=snips"
 
-Weights and checkpoints stay behind; every other file of each run directory is copied as it is,
+Weights and checkpoints stay behind; every other file of each run directory is copied as it is
+(a failed run's status.json with its error and traceback freed of this machine's paths),
 then `mtexp-report` runs on the copy and README.md records the command, machine and date.
 
 A tuning sweep (`mtexp-tune`; the sweep folder may hold several, e.g. one per group of scenarios)
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -24,7 +26,7 @@ from typing import Any
 
 from mtexp.io import atomic_write_text
 from mtexp.report import main as report_main
-from mtexp.rundir import ENV_FILE, UNPUBLISHED, RunDir, run_dirs_under
+from mtexp.rundir import ENV_FILE, STATUS_FILE, UNPUBLISHED, RunDir, run_dirs_under
 from mtexp.tune import RECORD_FILE, STORAGE_FILE, TRIALS_DIR, read_record
 
 LEFT_BEHIND = (*UNPUBLISHED, "report")  # and any report written inside a run folder
@@ -36,8 +38,23 @@ def is_trial(run: Path, sweep_dir: Path) -> bool:
     return TRIALS_DIR in run.relative_to(sweep_dir).parts[:-1]
 
 
-def copy_tree(source: Path, target: Path) -> None:
+SITE_PACKAGES = re.compile(r"/[^\s\"']*/site-packages/")
+CHECKOUT = re.compile(r"/[^\s\"']*/(?=mtexp/[\w/]+\.py)")
+
+
+def portable(text: str, sweep_dir: Path) -> str:
+    """`text` without this machine's paths: the sweep folder becomes `<sweep>`, installed
+    packages `<site-packages>/`, and the checkout's `mtexp/...` files lose their folder."""
+    text = text.replace(str(sweep_dir.resolve()), "<sweep>")
+    return CHECKOUT.sub("", SITE_PACKAGES.sub("<site-packages>/", text))
+
+
+def copy_tree(source: Path, target: Path, sweep_dir: Path) -> None:
+    """Copy a run directory; the error and traceback of its status.json name no local path."""
     shutil.copytree(source, target, ignore=shutil.ignore_patterns(*LEFT_BEHIND), dirs_exist_ok=True)
+    status = target / STATUS_FILE
+    if status.is_file():
+        atomic_write_text(status, portable(status.read_text(), sweep_dir))
 
 
 def copy_runs(sweep_dir: Path, destination: Path) -> list[Path]:
@@ -46,9 +63,9 @@ def copy_runs(sweep_dir: Path, destination: Path) -> list[Path]:
     for run in run_dirs_under(sweep_dir):
         relative = run.relative_to(sweep_dir)
         if is_trial(run, sweep_dir):
-            copy_tree(run, destination / TUNING / relative)
+            copy_tree(run, destination / TUNING / relative, sweep_dir)
             continue
-        copy_tree(run, destination / RUNS / relative)
+        copy_tree(run, destination / RUNS / relative, sweep_dir)
         runs.append(run)
     return runs
 

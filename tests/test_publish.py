@@ -75,3 +75,22 @@ def test_readme_keeps_its_title_with_or_without_notes(publish, tmp_path: Path):
     assert plain.startswith("# freezing_x\n\nCommand")
     assert noted.startswith("# freezing_x\n\nProtocol: x.\n\nCommand")
     assert "    cmd a\n    cmd b\n" in noted and "mtexp-report runs --out . --by freezing" in noted
+
+
+def test_a_failed_runs_status_names_no_local_path(publish, tuning_sweep: Path, tmp_path: Path):
+    trial = tuning_sweep / "a" / "0_none" / "trials" / "1"
+    error = f"CheckpointError: could not write {trial.resolve()}/checkpoints/last.pt"
+    traceback = (
+        'File "/opt/env/lib/python3.11/site-packages/torch/serialization.py", line 1003, in save\n'
+        'File "/home/someone/checkout/mtexp/rundir.py", line 143, in write_checkpoint\n'
+    )
+    status = {"status": "failed", "error": error, "traceback": traceback}
+    (trial / "status.json").write_text(json.dumps(status))
+    publish.main([str(tuning_sweep), str(tmp_path / "out"), "--command", "mtexp-tune -m"])
+    published = tmp_path / "out" / "tuning" / "a" / "0_none" / "trials" / "1" / "status.json"
+    status = json.loads(published.read_text())
+    assert status["error"] == "CheckpointError: could not write <sweep>/a/0_none/trials/1/checkpoints/last.pt"
+    assert status["traceback"] == (
+        'File "<site-packages>/torch/serialization.py", line 1003, in save\n'
+        'File "mtexp/rundir.py", line 143, in write_checkpoint\n'
+    )
