@@ -199,6 +199,13 @@ def show_traceback() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1" or log.isEnabledFor(logging.DEBUG)
 
 
+def print_error(message: str) -> None:
+    """One write per message: under torchrun every rank shares stderr, and print() writes the
+    text and its newline separately, so two ranks' lines could run together."""
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def hydra_main(cfg: DictConfig) -> float | None:
     transformers.utils.logging.disable_progress_bar()
@@ -212,7 +219,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
             FAILED_RUNS.append(str(run_dir))
             log.error("run failed: %s: %s", run_dir, error, exc_info=show_traceback())
             return None
-        print(f"Error: {error}", file=sys.stderr)
+        print_error(f"Error: {error}")
         raise SystemExit(1) from None
     except Exception:
         if not multirun:
@@ -239,12 +246,10 @@ def main() -> int:
         hydra_main()
     except KeyboardInterrupt as interruption:
         signum = getattr(interruption, "signum", signal.SIGINT)
-        print(f"Interrupted by {signal.Signals(signum).name}: resume with trainer.resume=true",
-              file=sys.stderr)
+        print_error(f"Interrupted by {signal.Signals(signum).name}: resume with trainer.resume=true")
         return 128 + signum
     if FAILED_RUNS:
-        print(f"{len(FAILED_RUNS)} run(s) failed; see their status.json: {', '.join(FAILED_RUNS)}",
-              file=sys.stderr)
+        print_error(f"{len(FAILED_RUNS)} run(s) failed; see their status.json: {', '.join(FAILED_RUNS)}")
         return 1
     return 0
 

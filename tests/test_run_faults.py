@@ -330,6 +330,26 @@ def test_under_torchrun_every_rank_refuses_and_the_directory_stays_as_it_was(ref
     assert after == before
 
 
+class StderrRecorder:
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_an_error_line_reaches_stderr_in_one_write(monkeypatch):
+    """Ranks under torchrun share stderr: a line written in two parts can run into another rank's."""
+    recorder = StderrRecorder()
+    monkeypatch.setattr(sys, "stderr", recorder)
+    train_module.print_error("Error: run directory x is in use")
+    assert recorder.writes == ["Error: run directory x is in use\n"]
+
+
 def test_an_overwrite_removes_the_old_runs_files_first(finished_run, tmp_path):
     config = tiny_config("data=snips", f"data.path={tmp_path / 'missing'}", "trainer.overwrite=true",
                          base=("backbone=tiny",))
