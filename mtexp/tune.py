@@ -52,6 +52,7 @@ from mtexp.config import RunConfig, validate
 from mtexp.io import atomic_write_json
 from mtexp.rundir import CHECKPOINT_DIR, MODEL_FILE, STATUS_FILE, RunDir, flatten
 from mtexp.runlife import RunStopped
+from mtexp.runlog import LOG_FORMAT
 from mtexp.train import CONF_DIR, hydra_context, run
 
 log = logging.getLogger("mtexp.tune")
@@ -315,11 +316,20 @@ def run_in_process(cfg: DictConfig, run_dir: Path, choices: dict[str, str],
     """`mtexp.train.run` in a fresh (spawned) process, so that nothing an earlier run left in this
     one counts in its `cost.peak_memory_mb`."""
     spawn = multiprocessing.get_context("spawn")
-    process = spawn.Process(target=run, args=(cfg, run_dir, choices, overrides))
+    level = logging.getLogger().getEffectiveLevel()
+    process = spawn.Process(target=run_logged_at, args=(level, cfg, run_dir, choices, overrides))
     process.start()
     process.join()
     if process.exitcode != 0:
         raise RuntimeError(f"the run in {run_dir} failed (exit code {process.exitcode}): see its status.json")
+
+
+def run_logged_at(level: int, cfg: DictConfig, run_dir: Path, choices: dict[str, str],
+                  overrides: list[str]) -> None:
+    """`mtexp.train.run` logging at `level`: a spawned process starts with logging unconfigured
+    (WARNING), and the run's INFO records would reach neither its train.log nor the console."""
+    logging.basicConfig(level=level, format=LOG_FORMAT)
+    run(cfg, run_dir, choices, overrides)
 
 
 def trial_seconds(trial: optuna.trial.FrozenTrial) -> float:

@@ -60,7 +60,7 @@ def test_the_study_is_named_after_the_configuration():
     assert tune.study_name("tune", []) == "tune: defaults"
 
 
-def test_a_study_resumes_after_an_interruption_then_confirms_the_best(tmp_path, monkeypatch):
+def test_a_study_resumes_after_an_interruption_then_confirms_the_best(tmp_path, monkeypatch, caplog):
     overrides = ("tune.trials=3", "tune.seeds=[0,1,2]", "tune.pruner=none")
     train = tune.Tuning.train
     calls = {"n": 0}
@@ -80,7 +80,8 @@ def test_a_study_resumes_after_an_interruption_then_confirms_the_best(tmp_path, 
     kept = [t for t in first.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(kept) == 1  # the storage file kept the finished trial
 
-    record = tuning(tmp_path, *overrides)()
+    with caplog.at_level(logging.INFO):  # the confirm runs, each in a process of its own, log as this one
+        record = tuning(tmp_path, *overrides)()
     study = optuna.load_study(study_name=record["study"], storage=f"sqlite:///{tmp_path / 'tuning.db'}")
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(completed) == 3 and completed[0].params == kept[0].params  # carried on, not restarted
@@ -99,6 +100,7 @@ def test_a_study_resumes_after_an_interruption_then_confirms_the_best(tmp_path, 
         assert config["optim"]["lr_encoder"] == config["optim"]["lr_head"] == pytest.approx(best_lr)
         assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
         assert f"seed={seed}" in yaml.safe_load((run_dir / "overrides.yaml").read_text())
+        assert "[INFO] - epoch 0:" in (run_dir / "train.log").read_text()
     trial_seed = yaml.safe_load((tmp_path / "config" / "trials" / "0" / "config.yaml").read_text())["seed"]
     assert trial_seed == record["tuning_seed"] not in (0, 1, 2)
     assert tune.confirm_runs(tmp_path) == [tmp_path / "config" / f"seed{s}" for s in (0, 1, 2)]
