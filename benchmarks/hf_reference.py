@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Dataset, SequentialSampler
+from transformers import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DEFAULT_DATA, snips_config
@@ -104,6 +106,15 @@ def word_tags(slot_logits: np.ndarray, word_ids: list[list[int]], examples: list
     return predicted
 
 
+class InOrderTrainer(Trainer):
+    """`Trainer` whose predictions follow the dataset's order: under
+    `train_sampling_strategy="group_by_length"` transformers 5 groups evaluation batches by length
+    too, and `predict()` would return the test sentences shuffled against their gold labels."""
+
+    def _get_eval_sampler(self, eval_dataset: Dataset) -> SequentialSampler:
+        return SequentialSampler(eval_dataset)
+
+
 SAMPLING = ("group_by_length", "random")  # the Trainer's length-grouped sampler, or its default
 
 
@@ -127,7 +138,7 @@ def train_reference(backbone: str, data_path: Path, train_examples: int, epochs:
     length, as mtexp makes them); `"random"` is the Trainer's default."""
     from seqeval.metrics import f1_score
     from seqeval.scheme import IOB2
-    from transformers import AutoTokenizer, DataCollatorForTokenClassification, Trainer, TrainingArguments
+    from transformers import AutoTokenizer, DataCollatorForTokenClassification, TrainingArguments
     from transformers import set_seed as hf_set_seed
 
     from mtexp.data import load_data
@@ -148,13 +159,15 @@ def train_reference(backbone: str, data_path: Path, train_examples: int, epochs:
         logging_strategy="no", report_to="none", disable_tqdm=True, seed=seed,
         label_names=["labels", "intent_labels"], **sampling_arguments(sampling),
     )
-    trainer = Trainer(model=model, args=args, train_dataset=train,
-                      data_collator=DataCollatorForTokenClassification(tokenizer))
+    trainer = InOrderTrainer(model=model, args=args, train_dataset=train,
+                             data_collator=DataCollatorForTokenClassification(tokenizer))
     started = time.perf_counter()
     output = trainer.train()
     seconds = time.perf_counter() - started
     prediction = trainer.predict(test)
     intent_logits, slot_logits = prediction.predictions
+    if not np.array_equal(np.asarray(prediction.label_ids[1]), np.asarray(test["intent_labels"])):
+        raise RuntimeError("Trainer.predict returned the test sentences out of their order")
     gold_intents = [example.labels["intent"] for example in splits["test"]]
     pred_intents = [tasks["intent"][i] for i in np.asarray(intent_logits).argmax(-1)]
     gold_tags = [list(example.labels["slots"]) for example in splits["test"]]
