@@ -213,6 +213,7 @@ def effective_settings(trainer: Any, max_length: int) -> dict[str, Any]:
                             or bool(getattr(args, "group_by_length", False))),  # transformers 5, 4
         "weight_decay": args.weight_decay,
         "max_grad_norm": args.max_grad_norm,
+        "seed": args.seed,
     }
 
 

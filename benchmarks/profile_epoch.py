@@ -22,9 +22,10 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATA, backbone_folder, header
+from common import DEFAULT_DATA, backbone_folder, display_path, header, run_script
 from training import RunSettings
 
+FIXED_KINDS = ("matrix products", "optimizer")  # what the same model and optimizer must spend
 # Operator name fragments -> kind; the first match wins, in this order.
 KINDS = (
     ("attention", ("scaled_dot_product", "attention", "bmm", "baddbmm", "softmax")),
@@ -95,6 +96,39 @@ def profile_epoch(settings: RunSettings, work: Path) -> tuple[dict[str, Any], st
                            "self_cpu_seconds": round(event.self_cpu_time_total / 1e6, 3)} for event in top],
     }
     return result, events.table(sort_by="self_cpu_time_total", row_limit=30)
+
+
+def bench_profile(backbone: Path, data: Path, train_examples: int, batch_size: int, max_length: int,
+                  precisions: list[str], work_dir: Path, threads: int | None = None) -> dict[str, Any]:
+    """One profiled epoch per precision, each in a fresh process: a row of each operator kind's
+    share of the training loop, and the share outside matrix products and the optimizer."""
+    rows, ratios = [], {}
+    for precision in precisions:
+        args = [__file__, "--backbone", str(backbone), "--data", str(data),
+                "--train-examples", str(train_examples), "--batch-size", str(batch_size),
+                "--max-length", str(max_length), "--precision", precision, "--out", str(work_dir / "profile")]
+        args += ["--threads", str(threads)] if threads else []
+        run_script(args, work_dir / f"profile-{precision}.log")
+        profiled = json.loads((work_dir / "profile" / f"profile-{precision}.json").read_text())
+        shares = profiled["share_by_kind"]
+        kinds = [kind for kind, _ in KINDS] + ["other"]
+        rows.append({"precision": precision, "epoch_seconds": profiled["epoch_seconds"],
+                     **{kind: shares.get(kind, 0.0) for kind in kinds}})
+        ratios[f"{precision} share outside {' and '.join(FIXED_KINDS)}"] = round(
+            1 - sum(shares.get(kind, 0.0) for kind in FIXED_KINDS), 4)
+    result = header("profile", {"backbone": display_path(backbone), "data": display_path(data),
+                                "train_examples": train_examples, "batch_size": batch_size,
+                                "max_length": max_length, "precisions": precisions, "threads": threads})
+    result["rows"], result["ratios"] = rows, ratios
+    result["notes"] = [
+        "One epoch of full fine-tuning (mtexp's training loop: forward, backward, optimizer steps; "
+        "no dev scoring) under torch.profiler, in a fresh process per precision; each column is a kind "
+        "of operator's share of the loop's self CPU time (benchmarks/profile_epoch.py KINDS).",
+        "Matrix products and the optimizer are what any runner of the same model and optimizer "
+        "spends; the other kinds (dropout masks, activations, attention softmax, casts, fills, "
+        "normalisation, element-wise ops) are where a faster training loop could come from.",
+    ]
+    return result
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -25,13 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DEFAULT_DATA, backbone_folder, header, snips_sentences, to_markdown, write_result
 from encode import bench_encode
 from hardware import bench_hardware
-from targets import LIKE_FOR_LIKE, headlines, target_verdicts
+from profile_epoch import bench_profile
+from targets import LIKE_FOR_LIKE, headlines, speed_accounting, target_verdicts
 from training import PAIRINGS, SCENARIOS, RunSettings, bench_freezing, bench_train
 
 from mtexp.io import atomic_write_text
 
-BENCHMARKS = ("encode", "train", "freezing", "hardware")
-RESULT_NAMES = ("encode", "train-fp32", "train-bf16", "train-default", "freezing", "hardware")
+BENCHMARKS = ("encode", "train", "freezing", "hardware", "profile")
+RESULT_NAMES = ("encode", "train-fp32", "train-bf16", "train-default", "freezing", "hardware", "profile")
 
 
 def precisions(text: str) -> list[str]:
@@ -88,6 +89,10 @@ def run_one(name: str, args: argparse.Namespace, backbone: Path, work_dir: Path)
         "hardware": lambda: [bench_hardware(
             backbone, snips_sentences(args.data, args.hardware_sentences), args.batch_size,
             args.max_length, args.matmul_size, args.repeats)],
+        "profile": lambda: [bench_profile(
+            backbone, args.data, args.train_examples, args.batch_size, args.max_length,
+            [precision for precision in args.precision if precision in ("fp32", "bf16")], work_dir,
+            args.threads)],
     }
     return runners[name]()
 
@@ -155,13 +160,16 @@ def write_summary(results: list[dict[str, Any]], out: Path) -> None:
     default), every target met or missed, the training estimates; printed as well."""
     estimates = training_share_of_peak(results)
     verdicts = target_verdicts(results, estimates)
+    accounting = speed_accounting(results)
     sections = headlines(results)
     for title, lines in sections.items():
         print(f"{title}:", *(f"  {line}" for line in lines), sep="\n")
     print("Targets:", *(f"  {v}" for v in verdicts), *(f"  estimate {k}: {v}" for k, v in estimates.items()),
           sep="\n")
+    print("What the training speed target takes:", *(f"  {line}" for line in accounting), sep="\n")
     ratios = {result["benchmark"]: result["ratios"] for result in results}
-    summary = {**ratios, "headlines": sections, "estimates": estimates, "targets": verdicts}
+    summary = {**ratios, "headlines": sections, "estimates": estimates, "targets": verdicts,
+               "speed_accounting": accounting}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     written = header("summary", {})
     lines = [f"Written by `{written['command']}` on {written['date']} (git {written['git_revision']}) "
@@ -169,7 +177,8 @@ def write_summary(results: list[dict[str, Any]], out: Path) -> None:
     for title, entries in sections.items():
         lines += [f"# {title}", "", *(f"- {entry}" for entry in entries), ""]
     lines += ["# Targets", "", *(f"- {verdict}" for verdict in verdicts), "",
-              "# Estimates", "", *(f"- {key}: {value}" for key, value in estimates.items()), ""]
+              "# Estimates", "", *(f"- {key}: {value}" for key, value in estimates.items()), "",
+              "# What the training speed target takes", "", *(f"- {line}" for line in accounting), ""]
     atomic_write_text(out / "summary.md", "\n".join(lines + [to_markdown(r) for r in results]))
 
 

@@ -102,11 +102,42 @@ def reference_row(reference: dict, wall: float, sampling: str, epochs: int) -> d
             "test_slot_f1": reference["test_slot_f1"], "epoch_scored": epochs}
 
 
+SCORES = ("test_intent_accuracy", "test_slot_f1")
+
+
 def best_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """The fastest of a runner's rounds, with every round's samples/s beside it."""
-    best = dict(max(rounds, key=lambda row: row["train_samples_per_second"]))
+    """A runner's rounds in one row: the fastest round's speed and timings, the test scores'
+    mean over the rounds (each its own seed), and every round's samples/s and scores beside them."""
+    fastest = max(rounds, key=lambda row: row["train_samples_per_second"])
+    best = {key: value for key, value in fastest.items() if key != "seed"}
     best["rounds_samples_per_second"] = [row["train_samples_per_second"] for row in rounds]
+    best["seeds"] = [row["seed"] for row in rounds]
+    for key in SCORES:
+        values = [row[key] for row in rounds]
+        best[f"rounds_{key}"] = [round(value, 6) for value in values]
+        best[key] = round(sum(values) / len(values), 6)
     return best
+
+
+def points(ours: float, theirs: float) -> float:
+    return round(100 * (ours - theirs), 2)
+
+
+def pairing_ratios(mtexp_rounds: list[dict[str, Any]], hf_rounds: list[dict[str, Any]],
+                   mtexp: dict[str, Any], hf: dict[str, Any]) -> dict[str, Any]:
+    """Speed: best round over best round, and each round's pair (same seed); quality: the
+    difference of the seeds' means, in points, and each seed's difference."""
+    pairs = list(zip(mtexp_rounds, hf_rounds, strict=True))
+    speed = "train_samples_per_second"
+    ratios: dict[str, Any] = {
+        "mtexp_vs_hf_samples_per_second": ratio(mtexp[speed], hf[speed]),
+        "mtexp_vs_hf_samples_per_second_by_round": [ratio(ours[speed], theirs[speed])
+                                                    for ours, theirs in pairs],
+    }
+    for score, name in zip(SCORES, ("intent_accuracy", "slot_f1"), strict=True):
+        ratios[f"{name}_points_mtexp_minus_hf"] = points(mtexp[score], hf[score])
+        ratios[f"{name}_points_by_seed"] = [points(ours[score], theirs[score]) for ours, theirs in pairs]
+    return ratios
 
 
 def bench_train(settings: RunSettings, work_dir: Path, pairing: Pairing | None = None,
@@ -114,23 +145,29 @@ def bench_train(settings: RunSettings, work_dir: Path, pairing: Pairing | None =
     """Full fine-tuning samples/s of mtexp vs the HF Trainer reference, with test scores.
 
     The two runners alternate (round r runs mtexp first when r is even, the Trainer first when
-    odd), `rounds` times each; each runner's best round counts. `pairing` defaults to like for
-    like in `settings.precision`.
+    odd), `rounds` times each, round n with seed `settings.seed + n`; each runner's fastest round
+    gives its speed, the mean over the rounds its test scores. `pairing` defaults to like for like
+    in `settings.precision`.
     """
     pairing = pairing or PAIRINGS.get(settings.precision) or Pairing(
         f"train-{settings.precision}", settings.precision, settings.precision, "group_by_length")
     ours = replace(settings, precision=pairing.mtexp_precision)
     theirs = replace(settings, precision=pairing.hf_precision)
-    mtexp_rounds, hf_rounds = [], []
+    mtexp_rounds: list[dict[str, Any]] = []
+    hf_rounds: list[dict[str, Any]] = []
     for n in range(rounds):
-        def mtexp_run(n: int = n) -> None:
-            mtexp_rounds.append(mtexp_row(*run_mtexp(ours, work_dir / f"{pairing.name}-r{n}-mtexp",
-                                                     ["freezing=none"])))
+        seed = settings.seed + n
 
-        def hf_run(n: int = n) -> None:
+        def mtexp_run(n: int = n, seed: int = seed) -> None:
+            metrics, wall = run_mtexp(replace(ours, seed=seed), work_dir / f"{pairing.name}-r{n}-mtexp",
+                                      ["freezing=none"])
+            mtexp_rounds.append({**mtexp_row(metrics, wall), "seed": seed})
+
+        def hf_run(n: int = n, seed: int = seed) -> None:
             out = work_dir / f"{pairing.name}-r{n}-hf.json"
-            reference, wall = run_reference(theirs, out, pairing.hf_sampling)
-            hf_rounds.append(reference_row(reference, wall, pairing.hf_sampling, settings.epochs))
+            reference, wall = run_reference(replace(theirs, seed=seed), out, pairing.hf_sampling)
+            row = reference_row(reference, wall, pairing.hf_sampling, settings.epochs)
+            hf_rounds.append({**row, "seed": seed})
 
         for step in (mtexp_run, hf_run) if n % 2 == 0 else (hf_run, mtexp_run):
             step()
@@ -140,13 +177,7 @@ def bench_train(settings: RunSettings, work_dir: Path, pairing: Pairing | None =
                                    "like_for_like": pairing.like_for_like, "rounds": rounds,
                                    "freezing": "none"})
     result["rows"] = [mtexp, hf]
-    result["ratios"] = {
-        "mtexp_vs_hf_samples_per_second": ratio(mtexp["train_samples_per_second"],
-                                                hf["train_samples_per_second"]),
-        "intent_accuracy_points_mtexp_minus_hf": round(100 * (mtexp["test_intent_accuracy"]
-                                                              - hf["test_intent_accuracy"]), 2),
-        "slot_f1_points_mtexp_minus_hf": round(100 * (mtexp["test_slot_f1"] - hf["test_slot_f1"]), 2),
-    }
+    result["ratios"] = pairing_ratios(mtexp_rounds, hf_rounds, mtexp, hf)
     result["notes"] = train_notes(pairing, rounds)
     return result
 
@@ -162,8 +193,10 @@ def train_notes(pairing: Pairing, rounds: int) -> list[str]:
         "below 256 MB for reuse, mtexp.resources.reuse_freed_memory).",
         "Same backbone folder, train sentences (mtexp's seeded selection), batch size, max length, "
         "epochs, learning rate, weight decay 0.01, 10% linear warm-up then linear decay, grad norm 1.0.",
-        f"Best of {rounds} interleaved round(s) per runner (rounds_samples_per_second lists them all), "
-        "each a fresh process.",
+        f"{rounds} interleaved round(s) per runner, each a fresh process; round n runs both runners with "
+        "seed + n (the same train sentences within a round). Speed: each runner's "
+        "fastest round (rounds_samples_per_second lists them all; the ratio of each round's pair is "
+        "beside the headline); test scores: the mean over the rounds' seeds (rounds_test_* list them).",
         "Samples/s: mtexp's cost.train_samples_per_second (training loop only, dev evaluation between "
         "epochs excluded); HF: train sentences x epochs / Trainer's train_runtime (no evaluation).",
         "Test scores: mtexp restores its best dev epoch (epoch_scored); HF keeps the last epoch. "

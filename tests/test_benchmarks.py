@@ -16,7 +16,8 @@ sys.path.insert(0, str(BENCH_DIR))
 import run as bench_run  # noqa: E402
 from common import REPO_ROOT, backbone_folder, display_path, header  # noqa: E402
 from hardware import bench_hardware  # noqa: E402
-from targets import target_verdicts  # noqa: E402
+from profile_epoch import bench_profile  # noqa: E402
+from targets import speed_accounting, target_verdicts  # noqa: E402
 from training import PAIRINGS, RunSettings, bench_freezing, bench_train  # noqa: E402
 
 
@@ -68,13 +69,21 @@ def test_train_compares_mtexp_with_hf_trainer(shared_data: Path, tiny_backbone: 
         assert 0 <= row["test_intent_accuracy"] <= 1 and 0 <= row["test_slot_f1"] <= 1
         assert len(row["rounds_samples_per_second"]) == 2  # best of two interleaved rounds
         assert row["train_samples_per_second"] == max(row["rounds_samples_per_second"])
+        assert row["seeds"] == [0, 1]  # one seed per round; the scores are their mean
+        for score in ("test_intent_accuracy", "test_slot_f1"):
+            assert row[score] == pytest.approx(sum(row[f"rounds_{score}"]) / 2, abs=1e-6)
+    mtexp_row, hf_row = result["rows"]
+    assert result["ratios"]["slot_f1_points_by_seed"] == [
+        pytest.approx(100 * (ours - theirs), abs=0.01)
+        for ours, theirs in zip(mtexp_row["rounds_test_slot_f1"], hf_row["rounds_test_slot_f1"], strict=True)]
+    assert len(result["ratios"]["mtexp_vs_hf_samples_per_second_by_round"]) == 2
     assert bench_run.training_share_of_peak([result]) == {}
     for n in range(2):
         mtexp = effective_mtexp_settings(tmp_path / f"train-bf16-r{n}-mtexp")
         hf = json.loads((tmp_path / f"train-bf16-r{n}-hf.json").read_text())["settings"]
         configured = {"batch_size": 8, "lr": 3e-4, "epochs": 2, "max_length": 40, "precision": "bf16",
                       "schedule": "linear", "warmup": 0.1, "weight_decay": 0.01, "max_grad_norm": 1.0,
-                      "optimizer_steps": 2 * 3}  # 24 sentences in batches of 8, twice
+                      "optimizer_steps": 2 * 3, "seed": n}  # 24 sentences in batches of 8, twice
         for key, value in configured.items():
             assert mtexp[key] == pytest.approx(value) and hf[key] == pytest.approx(value), key
         # Like for like: both runners batch sentences of similar length.
@@ -128,6 +137,7 @@ def effective_mtexp_settings(run_dir: Path) -> dict:
         "group_by_length": config["data"]["group_by_length"],
         "weight_decay": config["optim"]["weight_decay"],
         "max_grad_norm": trainer["max_grad_norm"],
+        "seed": config["seed"],
     }
 
 
@@ -145,6 +155,35 @@ def test_freezing_reports_ratios_to_none(shared_data: Path, tiny_backbone: Path,
     assert (first["feature_cache"], second["feature_cache"]) == ("miss", "hit")
     assert result["ratios"]["backbone second run feature_cache"] == "hit"
     assert positive(result["ratios"]["backbone second/first run cache_seconds"])
+
+
+def test_profile_splits_the_training_loop_by_kind_of_operator(
+    shared_data: Path, tiny_backbone: Path, tmp_path: Path
+) -> None:
+    result = bench_profile(tiny_backbone, shared_data / "snips", train_examples=32, batch_size=8,
+                           max_length=32, precisions=["fp32"], work_dir=tmp_path, threads=1)
+    [row] = result["rows"]
+    shares = {key: value for key, value in row.items() if key not in ("precision", "epoch_seconds")}
+    assert row["precision"] == "fp32" and positive(row["epoch_seconds"])
+    assert sum(shares.values()) == pytest.approx(1.0, abs=1e-3)
+    assert shares["matrix products"] > 0 and shares["optimizer"] > 0
+    outside = result["ratios"]["fp32 share outside matrix products and optimizer"]
+    assert outside == pytest.approx(1 - shares["matrix products"] - shares["optimizer"], abs=1e-3)
+
+
+def test_speed_accounting_says_how_much_faster_the_rest_must_run() -> None:
+    def train(precision: str, speed: float) -> dict:
+        return {"benchmark": f"train-{precision}", "settings": {"precision": precision},
+                "ratios": {"mtexp_vs_hf_samples_per_second": speed}}
+
+    profile = {"benchmark": "profile", "rows": [
+        {"precision": "fp32", "matrix products": 0.65, "optimizer": 0.08, "other": 0.27},
+        {"precision": "bf16", "matrix products": 0.5, "optimizer": 0.1, "other": 0.4}]}
+    fp32, bf16 = speed_accounting([train("fp32", 1.04), train("bf16", 1.4), profile])
+    # 1.3x from 1.04x removes 20% of the loop; the 27% outside must shrink to 7%: 3.9x faster.
+    assert fp32.startswith("fp32: 1.3x from 1.04x removes 20.0%") and fp32.endswith("3.9x faster")
+    assert bf16 == "bf16: met (1.4x); nothing to remove"
+    assert speed_accounting([train("fp32", 1.04)]) == []  # no profile: nothing to say
 
 
 def test_result_files_show_no_machine_specific_paths(tmp_path: Path) -> None:
