@@ -59,7 +59,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=3, help="train: epochs of both runners")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lr", type=float, default=5e-4,
+                   help="train, freezing: both runners' learning rate (default: about the one tuned on SNIPS "
+                        "dev for full fine-tuning, results/freezing_snips)")
     p.add_argument("--precision", default=",".join(PAIRINGS), type=precisions,
                    help="train: comma-separated pairings: fp32 and bf16 (like for like: both runners in "
                         "that precision, both length-grouped), default (each runner's defaults)")

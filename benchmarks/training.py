@@ -193,6 +193,9 @@ def train_notes(pairing: Pairing, rounds: int) -> list[str]:
         "below 256 MB for reuse, mtexp.resources.reuse_freed_memory).",
         "Same backbone folder, train sentences (mtexp's seeded selection), batch size, max length, "
         "epochs, learning rate, weight decay 0.01, 10% linear warm-up then linear decay, grad norm 1.0.",
+        "Length-grouped batches differ in order: mtexp sorts by length within chunks of 50 batches and "
+        "shuffles the batches; the Trainer's LengthGroupedSampler sorts each megabatch longest first and "
+        "does not shuffle, so every epoch runs from long batches to short ones and again.",
         f"{rounds} interleaved round(s) per runner, each a fresh process; round n runs both runners with "
         "seed + n (the same train sentences within a round). Speed: each runner's "
         "fastest round (rounds_samples_per_second lists them all; the ratio of each round's pair is "
