@@ -103,6 +103,7 @@ def bench_profile(backbone: Path, data: Path, train_examples: int, batch_size: i
     """One profiled epoch per precision, each in a fresh process: a row of each operator kind's
     share of the training loop, and the share outside matrix products and the optimizer."""
     rows, ratios = [], {}
+    kinds = [kind for kind, _ in KINDS] + ["other"]
     for precision in precisions:
         args = [__file__, "--backbone", str(backbone), "--data", str(data),
                 "--train-examples", str(train_examples), "--batch-size", str(batch_size),
@@ -111,7 +112,6 @@ def bench_profile(backbone: Path, data: Path, train_examples: int, batch_size: i
         run_script(args, work_dir / f"profile-{precision}.log")
         profiled = json.loads((work_dir / "profile" / f"profile-{precision}.json").read_text())
         shares = profiled["share_by_kind"]
-        kinds = [kind for kind, _ in KINDS] + ["other"]
         rows.append({"precision": precision, "epoch_seconds": profiled["epoch_seconds"],
                      **{kind: shares.get(kind, 0.0) for kind in kinds}})
         ratios[f"{precision} share outside {' and '.join(FIXED_KINDS)}"] = round(

@@ -100,16 +100,17 @@ def speed_accounting(results: list[dict[str, Any]]) -> list[str]:
     lines = []
     for name in LIKE_FOR_LIKE:
         result = by_name.get(name)
-        precision = result and result["settings"]["precision"]
-        if result is None or precision not in profile:
+        if result is None or result["settings"]["precision"] not in profile:
             continue
+        precision = result["settings"]["precision"]
         speed = result["ratios"]["mtexp_vs_hf_samples_per_second"]
         remove = 1 - speed / TRAIN_SPEEDUP
         rest = 1 - sum(profile[precision].get(kind, 0.0) for kind in FIXED_KINDS)
         if remove <= 0:
             lines.append(f"{precision}: met ({speed}x); nothing to remove")
             continue
-        needed = f"{rest / (rest - remove):.1f}x faster" if rest > remove else "in no time at all"
+        needed = (f"{rest / (rest - remove):.1f}x faster" if rest > remove
+                  else "in no time, and that would still not be enough")
         lines.append(f"{precision}: {TRAIN_SPEEDUP}x from {speed}x removes {remove:.1%} of mtexp's training "
                      f"loop; matrix products and the optimizer take {1 - rest:.1%}, every other operator "
                      f"{rest:.1%}, which would have to run {needed}")

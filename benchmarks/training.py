@@ -188,14 +188,17 @@ def train_notes(pairing: Pairing, rounds: int) -> list[str]:
         "(the Trainer's train_sampling_strategy='group_by_length')" if pairing.like_for_like else
         f"Default against default: mtexp with trainer.precision={pairing.mtexp_precision} (its default), "
         f"the Trainer with its defaults ({pairing.hf_precision}, {pairing.hf_sampling} batches)")
+    order = ("Length-grouped batches differ in order: mtexp sorts by length within chunks of 50 batches "
+             "and shuffles the batches; the Trainer's LengthGroupedSampler sorts each megabatch longest "
+             "first and does not shuffle, so every epoch runs from long batches to short ones and again."
+             if pairing.hf_sampling == "group_by_length" else
+             "mtexp's batches are length-grouped and shuffled; the Trainer's are random.")
     return [
         comparison + "; both processes run with mtexp's allocator setting (glibc keeps freed blocks "
         "below 256 MB for reuse, mtexp.resources.reuse_freed_memory).",
         "Same backbone folder, train sentences (mtexp's seeded selection), batch size, max length, "
         "epochs, learning rate, weight decay 0.01, 10% linear warm-up then linear decay, grad norm 1.0.",
-        "Length-grouped batches differ in order: mtexp sorts by length within chunks of 50 batches and "
-        "shuffles the batches; the Trainer's LengthGroupedSampler sorts each megabatch longest first and "
-        "does not shuffle, so every epoch runs from long batches to short ones and again.",
+        order,
         f"{rounds} interleaved round(s) per runner, each a fresh process; round n runs both runners with "
         "seed + n (the same train sentences within a round). Speed: each runner's "
         "fastest round (rounds_samples_per_second lists them all; the ratio of each round's pair is "
