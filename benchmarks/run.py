@@ -1,4 +1,4 @@
-"""mtexp benchmarks: encode, train, freezing, hardware, or all of them in one session.
+"""mtexp benchmarks: encode, train, freezing, hardware, profile, ablation, or all of them in one session.
 
     python benchmarks/run.py all --out results/bench
     python benchmarks/run.py train --train-examples 64 --epochs 1 --rounds 1 --out /tmp/bench  # quick
@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ablation import VARIANTS, bench_ablation
 from common import DEFAULT_DATA, backbone_folder, header, snips_sentences, to_markdown, write_result
 from encode import bench_encode
 from hardware import bench_hardware
@@ -31,14 +32,23 @@ from training import PAIRINGS, SCENARIOS, RunSettings, bench_freezing, bench_tra
 
 from mtexp.io import atomic_write_text
 
-BENCHMARKS = ("encode", "train", "freezing", "hardware", "profile")
-RESULT_NAMES = ("encode", "train-fp32", "train-bf16", "train-default", "freezing", "hardware", "profile")
+BENCHMARKS = ("encode", "train", "freezing", "hardware", "profile", "ablation")
+RESULT_NAMES = ("encode", "train-fp32", "train-bf16", "train-default", "freezing", "hardware", "profile",
+                "ablation")
 
 
 def precisions(text: str) -> list[str]:
     chosen = [part.strip() for part in text.split(",") if part.strip()]
     if not chosen or set(chosen) - set(PAIRINGS):
         raise argparse.ArgumentTypeError(f"expected some of {','.join(PAIRINGS)}; got {text!r}")
+    return chosen
+
+
+def variants(text: str) -> tuple[str, ...]:
+    chosen = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = sorted(set(chosen) - set(VARIANTS))
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"expected some of {','.join(VARIANTS)}; got {text!r}")
     return chosen
 
 
@@ -74,6 +84,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--partial-k", type=int, default=None, help="freezing: layers frozen by partial")
     p.add_argument("--hardware-sentences", type=int, default=512)
     p.add_argument("--matmul-size", type=int, default=2048)
+    p.add_argument("--ablation-examples", type=int, default=1000)
+    p.add_argument("--ablation-epochs", type=int, default=2,
+                   help="ablation: timed epochs after a warm-up epoch")
+    p.add_argument("--variants", default=",".join(VARIANTS), type=variants,
+                   help="ablation: comma-separated variants of the training loop (one must be 'as is')")
     return p
 
 
@@ -95,6 +110,10 @@ def run_one(name: str, args: argparse.Namespace, backbone: Path, work_dir: Path)
             backbone, args.data, args.train_examples, args.batch_size, args.max_length,
             [precision for precision in args.precision if precision in ("fp32", "bf16")], work_dir,
             args.threads)],
+        "ablation": lambda: [bench_ablation(
+            backbone, args.data, args.ablation_examples, args.batch_size, args.max_length,
+            [precision for precision in args.precision if precision in ("fp32", "bf16")], work_dir,
+            args.rounds, args.ablation_epochs, args.variants, args.threads)],
     }
     return runners[name]()
 

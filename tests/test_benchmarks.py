@@ -14,6 +14,7 @@ BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH_DIR))
 
 import run as bench_run  # noqa: E402
+from ablation import bench_ablation  # noqa: E402
 from common import REPO_ROOT, backbone_folder, display_path, header  # noqa: E402
 from hardware import bench_hardware  # noqa: E402
 from profile_epoch import bench_profile  # noqa: E402
@@ -171,19 +172,52 @@ def test_profile_splits_the_training_loop_by_kind_of_operator(
     assert outside == pytest.approx(1 - shares["matrix products"] - shares["optimizer"], abs=1e-3)
 
 
-def test_speed_accounting_says_how_much_faster_the_rest_must_run() -> None:
+def test_speed_accounting_sets_the_needed_speed_up_against_the_ablation_bounds() -> None:
     def train(precision: str, speed: float) -> dict:
         return {"benchmark": f"train-{precision}", "settings": {"precision": precision},
                 "ratios": {"mtexp_vs_hf_samples_per_second": speed}}
 
-    profile = {"benchmark": "profile", "rows": [
-        {"precision": "fp32", "matrix products": 0.65, "optimizer": 0.08, "other": 0.27},
-        {"precision": "bf16", "matrix products": 0.5, "optimizer": 0.1, "other": 0.4}]}
-    fp32, bf16 = speed_accounting([train("fp32", 1.04), train("bf16", 1.4), profile])
-    # 1.3x from 1.04x removes 20% of the loop; the 27% outside must shrink to 7%: 3.9x faster.
-    assert fp32.startswith("fp32: 1.3x from 1.04x removes 20.0%") and fp32.endswith("3.9x faster")
-    assert bf16 == "bf16: met (1.4x); nothing to remove"
-    assert speed_accounting([train("fp32", 1.04)]) == []  # no profile: nothing to say
+    def row(precision: str, variant: str, bound: float) -> dict:
+        return {"precision": precision, "variant": variant, "bound": bound}
+
+    ablation = {"benchmark": "ablation", "rows": [
+        row("fp32", "as is", 1.0), row("fp32", "no dropout", 1.05), row("fp32", "all three removed", 1.12),
+        row("bf16", "as is", 1.0), row("bf16", "all three removed", 1.5)]}
+    fp32, bf16 = speed_accounting([train("fp32", 1.0), train("bf16", 1.04), ablation])
+    # 1.3x from 1.0x needs the loop 1.3x faster; removing everything gains 1.12x at most.
+    assert fp32.startswith("fp32: 1.3x from 1.0x needs mtexp's training loop 1.30x faster")
+    assert "no dropout 1.05x, all three removed 1.12x" in fp32
+    assert fp32.endswith("out of reach: the largest, all three removed, gives 1.12x")
+    assert bf16.endswith("within reach") and "1.25x faster" in bf16
+    assert speed_accounting([train("fp32", 1.4), ablation])[0] == "fp32: met (1.4x); nothing to remove"
+    assert speed_accounting([train("fp32", 1.04)]) == []  # no ablation: nothing to say
+
+
+def test_ablation_removes_what_each_variant_names(
+    shared_data: Path, tiny_backbone: Path, tmp_path: Path
+) -> None:
+    variants = ("as is", "no dropout", "word embeddings frozen", "no optimizer step", "all three removed")
+    result = bench_ablation(tiny_backbone, shared_data / "snips", train_examples=32, batch_size=8,
+                            max_length=32, precisions=["fp32"], work_dir=tmp_path, rounds=1, epochs=1,
+                            variants=variants, threads=1)
+    rows = {row["variant"]: row for row in result["rows"]}
+    as_is = rows["as is"]
+    config = json.loads((tiny_backbone / "config.json").read_text())
+    steps = 2 * 32 // 8  # the warm-up epoch and one timed epoch of 4 batches
+    assert as_is["bound"] == 1.0 and as_is["optimizer_steps"] == steps and as_is["max_dropout"] > 0
+    assert rows["no dropout"]["max_dropout"] == 0 and rows["no dropout"]["optimizer_steps"] == steps
+    frozen = rows["word embeddings frozen"]["params_trainable"]
+    assert frozen == as_is["params_trainable"] - config["vocab_size"] * config["hidden_size"]
+    assert rows["no optimizer step"]["optimizer_steps"] == 0
+    removed = rows["all three removed"]
+    assert (removed["optimizer_steps"], removed["max_dropout"], removed["params_trainable"]) == (0, 0, frozen)
+    for variant in variants[1:]:
+        assert positive(rows[variant]["epoch_seconds"])
+        assert result["ratios"][f"fp32 {variant}: bound"] == pytest.approx(
+            as_is["epoch_seconds"] / rows[variant]["epoch_seconds"], rel=1e-3)
+    with pytest.raises(ValueError, match="as is"):
+        bench_ablation(tiny_backbone, shared_data / "snips", 32, 8, 32, ["fp32"], tmp_path,
+                       variants=("no dropout",))
 
 
 def test_result_files_show_no_machine_specific_paths(tmp_path: Path) -> None:
