@@ -1,13 +1,15 @@
 """What taking work out of mtexp's training loop would gain, in wall time.
 
-    python benchmarks/ablation.py --train-examples 1000 --precision bf16 --variant "no dropout" --out /tmp/a
+    python benchmarks/ablation.py --train-examples 1000 --precision bf16 --out /tmp/ablation-bf16.json
 
 A profiler splits an epoch by operator, but it also changes what it measures: under
 `torch.profiler` the zero fill of the word-embedding gradient takes tens of milliseconds a step,
 against about 1.5 ms for the same fill alone. So each variant here takes one kind of work out of
-mtexp's training loop altogether (or compiles the encoder), trains a warm-up epoch, then times
-`--epochs` epochs with nothing watching. The unchanged loop's epoch time over a variant's is the
-most that any faster implementation of the removed work could gain.
+mtexp's training step altogether (or compiles the encoder) and is timed with nothing watching.
+The variants are paired batch by batch: after a warm-up epoch, every batch of `--epochs` epochs
+runs once per variant, back to back, in an order that rotates from batch to batch, so a slow spell
+of a shared machine falls on all of them alike. The unchanged step's total time over a variant's
+is the most that any faster implementation of the removed work could gain.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from common import DEFAULT_DATA, backbone_folder, display_path, header, run_scri
 from profile_epoch import build_trainer
 from training import RunSettings
 
+from mtexp.distributed import shard_batch
+
 AS_IS, ALL_REMOVED, COMPILED = "as is", "all three removed", "compiled encoder"
 NO_DROPOUT, FROZEN_WORDS, NO_STEP = "no dropout", "word embeddings frozen", "no optimizer step"
 VARIANTS: dict[str, str] = {
@@ -46,42 +50,46 @@ REMOVALS = {NO_DROPOUT: (NO_DROPOUT,), FROZEN_WORDS: (FROZEN_WORDS,), NO_STEP: (
             ALL_REMOVED: (NO_DROPOUT, FROZEN_WORDS, NO_STEP)}
 
 
-def slug(variant: str) -> str:
-    return variant.replace(" ", "-")
+class Variants:
+    """Switches one built run between the variants, between steps; `step` runs one training step
+    (forward, backward, then the optimizer step or, without one, the gradients dropped)."""
 
+    def __init__(self, trainer: Any, compile_encoder: bool) -> None:
+        self.trainer = trainer
+        self.model = trainer.model
+        self.dropouts = {module: module.p for module in self.model.modules()
+                         if isinstance(module, torch.nn.Dropout)}
+        self.words = self.model.encoder.embeddings.word_embeddings.weight
+        self.eager = self.model.encoder.backbone
+        self.compiled = torch.compile(self.eager, dynamic=True) if compile_encoder else None
 
-def apply_variant(trainer: Any, variant: str) -> None:
-    """Change the built run as `variant` says (once, before training)."""
-    model = trainer.model
-    removals = REMOVALS.get(variant, ())
-    if NO_DROPOUT in removals:
-        for module in model.modules():
-            if isinstance(module, torch.nn.Dropout):  # BERT's attention reads its module's p too
-                module.p = 0.0
-    if NO_STEP in removals:
-        trainer.optimizer_step = lambda: trainer.optimizer.zero_grad(set_to_none=True)
-    if variant == COMPILED:
-        model.encoder.backbone = torch.compile(model.encoder.backbone, dynamic=True)
+    def use(self, variant: str) -> None:
+        removals = REMOVALS.get(variant, ())
+        for module, p in self.dropouts.items():  # BERT's attention reads its module's p too
+            module.p = 0.0 if NO_DROPOUT in removals else p
+        self.words.requires_grad_(FROZEN_WORDS not in removals)
+        self.model.encoder.backbone = self.compiled if variant == COMPILED else self.eager
 
+    def step(self, variant: str, batch: dict[str, Any]) -> float:
+        """One step of `variant` on `batch`; its wall seconds."""
+        trainer, removals = self.trainer, REMOVALS.get(variant, ())
+        self.use(variant)
+        started = time.perf_counter()
+        with attention_kernels(variant):
+            output = trainer.runner.forward(shard_batch(batch, trainer.context))
+            output.loss.backward()
+        if NO_STEP in removals:
+            trainer.optimizer.zero_grad(set_to_none=True)
+        else:
+            trainer.optimizer_step()
+        return time.perf_counter() - started
 
-def start_epoch(trainer: Any, variant: str, epoch: int) -> None:
-    """The scenario's thawing for `epoch`, then the variant's freezing on top of it (the thawing
-    sets every parameter of `freezing=none` trainable again)."""
-    trainer.thawing.start_epoch(trainer.optimizer, epoch)
-    if FROZEN_WORDS in REMOVALS.get(variant, ()):
-        trainer.model.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
-
-
-FACTS = ("optimizer_steps", "params_trainable", "max_dropout")
-
-
-def what_ran(trainer: Any) -> dict[str, Any]:
-    """Facts that show the variant took effect."""
-    model = trainer.model
-    dropout = [module.p for module in model.modules() if isinstance(module, torch.nn.Dropout)]
-    return {"optimizer_steps": trainer.state.step,
-            "params_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "max_dropout": max(dropout, default=0.0)}
+    def facts(self, variant: str) -> dict[str, Any]:
+        """What `variant` runs with, to show it took effect."""
+        self.use(variant)
+        return {"params_trainable": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
+                "max_dropout": max((module.p for module in self.dropouts), default=0.0),
+                "optimizer_step": NO_STEP not in REMOVALS.get(variant, ())}
 
 
 def attention_kernels(variant: str) -> contextlib.AbstractContextManager[None]:
@@ -92,76 +100,77 @@ def attention_kernels(variant: str) -> contextlib.AbstractContextManager[None]:
     return contextlib.nullcontext()
 
 
-def time_epochs(settings: RunSettings, variant: str, epochs: int, work: Path) -> dict[str, Any]:
+def time_variants(settings: RunSettings, variants: tuple[str, ...], epochs: int,
+                  work: Path) -> dict[str, Any]:
+    """A warm-up epoch of every variant, then each batch of `epochs` epochs once per variant, back
+    to back, the order rotating by one from batch to batch; each variant's summed step seconds."""
     trainer = build_trainer(settings, work, epochs=1 + epochs)
-    apply_variant(trainer, variant)
+    switch = Variants(trainer, compile_encoder=COMPILED in variants)
     trainer.start()
-    seconds = []
+    seconds = {variant: 0.0 for variant in variants}
+    warmup = dict(seconds)
+    steps = 0
     for epoch in range(1 + epochs):
-        start_epoch(trainer, variant, epoch)
-        trainer.state.batches_done = 0
-        started = time.perf_counter()
-        with attention_kernels(variant):
-            trainer.run_batches(trainer.runner.epoch_batches(epoch), epoch)  # no dev scoring
-        seconds.append(time.perf_counter() - started)
-    return {"warmup_seconds": round(seconds[0], 3), "epoch_seconds": [round(s, 3) for s in seconds[1:]],
-            **what_ran(trainer)}
+        trainer.thawing.start_epoch(trainer.optimizer, epoch)
+        for index, batch in enumerate(trainer.runner.epoch_batches(epoch).iterate()):
+            turn = variants[index % len(variants):] + variants[:index % len(variants)]
+            spent = warmup if epoch == 0 else seconds
+            for variant in turn:
+                spent[variant] += switch.step(variant, batch)
+            steps += epoch > 0
+    return {"steps_timed": steps, "seconds": {variant: round(seconds[variant], 3) for variant in variants},
+            "warmup_seconds": {variant: round(warmup[variant], 3) for variant in variants},
+            "facts": {variant: switch.facts(variant) for variant in variants}}
 
 
 def bench_ablation(backbone: Path, data: Path, train_examples: int, batch_size: int, max_length: int,
-                   precisions: list[str], work_dir: Path, rounds: int = 3, epochs: int = 2,
+                   precisions: list[str], work_dir: Path, epochs: int = 2,
                    variants: tuple[str, ...] = tuple(VARIANTS), threads: int | None = None) -> dict[str, Any]:
-    """Every variant in a fresh process per precision, `rounds` interleaved rounds; a row per
-    precision and variant with its fastest epoch, and each variant's bound: the unchanged loop's
-    fastest epoch over the variant's."""
+    """One fresh process per precision timing every variant on the same batches; a row per
+    precision and variant with its seconds and its bound (the unchanged step's seconds over its)."""
     if AS_IS not in variants:
-        raise ValueError(f"variants must include {AS_IS!r}, the loop the others are compared with")
-    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for round_index in range(rounds):
-        for precision in precisions:
-            for variant in variants:
-                out = work_dir / "ablation" / f"{precision}-{slug(variant)}-{round_index}.json"
-                args = [__file__, "--backbone", str(backbone), "--data", str(data),
-                        "--train-examples", str(train_examples), "--batch-size", str(batch_size),
-                        "--max-length", str(max_length), "--precision", precision, "--variant", variant,
-                        "--epochs", str(epochs), "--out", str(out)]
-                args += ["--threads", str(threads)] if threads else []
-                run_script(args, out.with_suffix(".log"))
-                runs.setdefault((precision, variant), []).append(json.loads(out.read_text()))
-    rows, ratios = ablation_rows(runs, precisions, variants)
+        raise ValueError(f"variants must include {AS_IS!r}, the step the others are compared with")
+    rows, ratios = [], {}
+    for precision in precisions:
+        out = work_dir / "ablation" / f"ablation-{precision}.json"
+        args = [__file__, "--backbone", str(backbone), "--data", str(data),
+                "--train-examples", str(train_examples), "--batch-size", str(batch_size),
+                "--max-length", str(max_length), "--precision", precision, "--variants", ",".join(variants),
+                "--epochs", str(epochs), "--out", str(out)]
+        args += ["--threads", str(threads)] if threads else []
+        run_script(args, out.with_suffix(".log"))
+        timed = json.loads(out.read_text())
+        for variant in variants:
+            bound = round(timed["seconds"][AS_IS] / timed["seconds"][variant], 4)
+            rows.append({"precision": precision, "variant": variant, "steps": timed["steps_timed"],
+                         "seconds": timed["seconds"][variant], "bound": bound,
+                         "warmup_seconds": timed["warmup_seconds"][variant], **timed["facts"][variant]})
+            if variant != AS_IS:
+                ratios[f"{precision} {variant}: bound"] = bound
     result = header("ablation", {"backbone": display_path(backbone), "data": display_path(data),
                                  "train_examples": train_examples, "batch_size": batch_size,
-                                 "max_length": max_length, "precisions": precisions, "rounds": rounds,
-                                 "epochs": epochs, "threads": threads})
+                                 "max_length": max_length, "precisions": precisions, "epochs": epochs,
+                                 "threads": threads})
     result["rows"], result["ratios"] = rows, ratios
     result["notes"] = [
-        "Each variant runs mtexp's full fine-tuning loop (forward, backward, optimizer steps; no dev "
-        "scoring) in a fresh process: one warm-up epoch, then the timed epochs; epoch_seconds is "
-        "its fastest timed epoch over the rounds, which interleave the variants.",
+        "One fresh process per precision builds mtexp's full fine-tuning run and trains a warm-up "
+        "epoch of every variant; then every batch of the timed epochs runs once per variant, back to "
+        "back, the order rotating from batch to batch (a slow spell of the machine falls on all "
+        "variants alike). seconds: a variant's steps (forward, backward, optimizer step) summed.",
         *(f"{variant}: {VARIANTS[variant]}." for variant in variants),
-        "bound = as is epoch_seconds / the variant's: the most that doing the removed work faster "
-        "could speed the loop up. Variants that remove work do not train the same model; they only "
-        "time the rest.",
+        "bound = as is seconds / the variant's: the most that doing the removed work faster could "
+        "speed the step up. Variants that remove work train nothing useful; they only time the rest.",
     ]
     return result
 
 
-def ablation_rows(runs: dict[tuple[str, str], list[dict[str, Any]]], precisions: list[str],
-                  variants: tuple[str, ...]) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    rows, ratios = [], {}
-    for precision in precisions:
-        fastest = {variant: min(min(run["epoch_seconds"]) for run in runs[(precision, variant)])
-                   for variant in variants}
-        for variant in variants:
-            done = runs[(precision, variant)]
-            bound = round(fastest[AS_IS] / fastest[variant], 4)
-            rows.append({"precision": precision, "variant": variant, "epoch_seconds": fastest[variant],
-                         "bound": bound, "warmup_seconds": min(run["warmup_seconds"] for run in done),
-                         "rounds_epoch_seconds": [min(run["epoch_seconds"]) for run in done],
-                         **{fact: done[0][fact] for fact in FACTS}})
-            if variant != AS_IS:
-                ratios[f"{precision} {variant}: bound"] = bound
-    return rows, ratios
+def variant_list(text: str) -> tuple[str, ...]:
+    chosen = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = sorted(set(chosen) - set(VARIANTS))
+    if unknown or AS_IS not in chosen:
+        raise argparse.ArgumentTypeError(f"expected some of {','.join(VARIANTS)}, {AS_IS!r} among "
+                                         f"them; got {text!r}")
+    return chosen
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -172,7 +181,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
-    parser.add_argument("--variant", choices=tuple(VARIANTS), default=AS_IS)
+    parser.add_argument("--variants", type=variant_list, default=tuple(VARIANTS),
+                        help="comma-separated, 'as is' among them")
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs after the warm-up epoch")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, required=True, help="the JSON file to write")
@@ -184,11 +194,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         settings = RunSettings(backbone_folder(args.backbone, work), args.data, args.train_examples,
                                1 + args.epochs, args.batch_size, args.max_length, precision=args.precision,
                                threads=args.threads, cache_root=work / "cache")
-        timed = time_epochs(settings, args.variant, args.epochs, work)
-    result = {"precision": args.precision, "variant": args.variant, **timed}
+        timed = time_variants(settings, args.variants, args.epochs, work)
+    result = {"precision": args.precision, **timed}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result))
+    print(json.dumps(result["seconds"]))
     return result
 
 

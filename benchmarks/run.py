@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation import VARIANTS, bench_ablation
+from ablation import VARIANTS, bench_ablation, variant_list
 from common import DEFAULT_DATA, backbone_folder, header, snips_sentences, to_markdown, write_result
 from encode import bench_encode
 from hardware import bench_hardware
@@ -41,14 +41,6 @@ def precisions(text: str) -> list[str]:
     chosen = [part.strip() for part in text.split(",") if part.strip()]
     if not chosen or set(chosen) - set(PAIRINGS):
         raise argparse.ArgumentTypeError(f"expected some of {','.join(PAIRINGS)}; got {text!r}")
-    return chosen
-
-
-def variants(text: str) -> tuple[str, ...]:
-    chosen = tuple(part.strip() for part in text.split(",") if part.strip())
-    unknown = sorted(set(chosen) - set(VARIANTS))
-    if unknown or not chosen:
-        raise argparse.ArgumentTypeError(f"expected some of {','.join(VARIANTS)}; got {text!r}")
     return chosen
 
 
@@ -87,7 +79,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ablation-examples", type=int, default=1000)
     p.add_argument("--ablation-epochs", type=int, default=2,
                    help="ablation: timed epochs after a warm-up epoch")
-    p.add_argument("--variants", default=",".join(VARIANTS), type=variants,
+    p.add_argument("--variants", default=tuple(VARIANTS), type=variant_list,
                    help="ablation: comma-separated variants of the training loop (one must be 'as is')")
     return p
 
@@ -113,7 +105,7 @@ def run_one(name: str, args: argparse.Namespace, backbone: Path, work_dir: Path)
         "ablation": lambda: [bench_ablation(
             backbone, args.data, args.ablation_examples, args.batch_size, args.max_length,
             [precision for precision in args.precision if precision in ("fp32", "bf16")], work_dir,
-            args.rounds, args.ablation_epochs, args.variants, args.threads)],
+            args.ablation_epochs, args.variants, args.threads)],
     }
     return runners[name]()
 
