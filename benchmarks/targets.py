@@ -121,7 +121,7 @@ def speed_accounting(results: list[dict[str, Any]]) -> list[str]:
                      else f"{gone / removable:.0%} of that work would have to go")
         alone = ", ".join(f"{variant} {bound}x" for variant, bound in bounds.items()
                           if variant != ALL_REMOVED)
-        lines.append(f"{line}; each alone: {alone}")
+        lines.append(f"{line}; each alone: {alone}" if alone else line)
     return lines
 
 

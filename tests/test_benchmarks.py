@@ -194,6 +194,8 @@ def test_speed_accounting_sets_the_needed_speed_up_against_the_ablation_bounds()
     assert bf16.endswith("each alone: compiled encoder 1.1x")
     assert speed_accounting([train("fp32", 1.4), ablation])[0] == "fp32: met (1.4x); nothing to take away"
     assert speed_accounting([train("fp32", 1.04)]) == []  # no ablation: nothing to say
+    [alone] = speed_accounting([train("bf16", 1.04), {**ablation, "rows": ablation["rows"][3:5]}])
+    assert alone.endswith("53% of that work would have to go")
 
 
 def test_ablation_removes_what_each_variant_names(
