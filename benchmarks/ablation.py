@@ -27,8 +27,8 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATA, backbone_folder, display_path, header, run_script
-from profile_epoch import build_trainer
+from common import display_path, header, run_script
+from profile_epoch import build_trainer, loop_args, loop_parser, loop_settings
 from training import RunSettings
 
 from mtexp.distributed import shard_batch
@@ -62,6 +62,7 @@ class Variants:
         self.words = self.model.encoder.embeddings.word_embeddings.weight
         self.eager = self.model.encoder.backbone
         self.compiled = torch.compile(self.eager, dynamic=True) if compile_encoder else None
+        self.optimizer_steps: dict[str, int] = {}  # counted from the trainer's own step counter
 
     def use(self, variant: str) -> None:
         removals = REMOVALS.get(variant, ())
@@ -74,6 +75,7 @@ class Variants:
         """One step of `variant` on `batch`; its wall seconds."""
         trainer, removals = self.trainer, REMOVALS.get(variant, ())
         self.use(variant)
+        steps_before = trainer.state.step
         started = time.perf_counter()
         with attention_kernels(variant):
             output = trainer.runner.forward(shard_batch(batch, trainer.context))
@@ -82,14 +84,17 @@ class Variants:
             trainer.optimizer.zero_grad(set_to_none=True)
         else:
             trainer.optimizer_step()
-        return time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        taken = trainer.state.step - steps_before
+        self.optimizer_steps[variant] = self.optimizer_steps.get(variant, 0) + taken
+        return seconds
 
     def facts(self, variant: str) -> dict[str, Any]:
         """What `variant` runs with, to show it took effect."""
         self.use(variant)
         return {"params_trainable": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
                 "max_dropout": max((module.p for module in self.dropouts), default=0.0),
-                "optimizer_step": NO_STEP not in REMOVALS.get(variant, ())}
+                "optimizer_step": self.optimizer_steps.get(variant, 0) > 0}
 
 
 def attention_kernels(variant: str) -> contextlib.AbstractContextManager[None]:
@@ -104,7 +109,7 @@ def time_variants(settings: RunSettings, variants: tuple[str, ...], epochs: int,
                   work: Path) -> dict[str, Any]:
     """A warm-up epoch of every variant, then each batch of `epochs` epochs once per variant, back
     to back, the order rotating by one from batch to batch; each variant's summed step seconds."""
-    trainer = build_trainer(settings, work, epochs=1 + epochs)
+    trainer = build_trainer(settings, work)
     switch = Variants(trainer, compile_encoder=COMPILED in variants)
     trainer.start()
     seconds = {variant: 0.0 for variant in variants}
@@ -133,12 +138,9 @@ def bench_ablation(backbone: Path, data: Path, train_examples: int, batch_size: 
     rows, ratios = [], {}
     for precision in precisions:
         out = work_dir / "ablation" / f"ablation-{precision}.json"
-        args = [__file__, "--backbone", str(backbone), "--data", str(data),
-                "--train-examples", str(train_examples), "--batch-size", str(batch_size),
-                "--max-length", str(max_length), "--precision", precision, "--variants", ",".join(variants),
-                "--epochs", str(epochs), "--out", str(out)]
-        args += ["--threads", str(threads)] if threads else []
-        run_script(args, out.with_suffix(".log"))
+        args = loop_args(__file__, backbone, data, train_examples, batch_size, max_length, precision, threads)
+        run_script([*args, "--variants", ",".join(variants), "--epochs", str(epochs), "--out", str(out)],
+                   out.with_suffix(".log"))
         timed = json.loads(out.read_text())
         for variant in variants:
             bound = round(timed["seconds"][AS_IS] / timed["seconds"][variant], 4)
@@ -174,26 +176,15 @@ def variant_list(text: str) -> tuple[str, ...]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="minilm")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--train-examples", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-length", type=int, default=64)
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser = loop_parser(__doc__.splitlines()[0])
     parser.add_argument("--variants", type=variant_list, default=tuple(VARIANTS),
                         help="comma-separated, 'as is' among them")
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs after the warm-up epoch")
-    parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, required=True, help="the JSON file to write")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="mtexp-ablation-") as tmp:
         work = Path(tmp)
-        settings = RunSettings(backbone_folder(args.backbone, work), args.data, args.train_examples,
-                               1 + args.epochs, args.batch_size, args.max_length, precision=args.precision,
-                               threads=args.threads, cache_root=work / "cache")
+        settings = loop_settings(args, work, epochs=1 + args.epochs)
         timed = time_variants(settings, args.variants, args.epochs, work)
     result = {"precision": args.precision, **timed}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,37 @@ def kind_of(name: str) -> str:
     return "other"
 
 
-def build_trainer(settings: RunSettings, work: Path, epochs: int = 1) -> Any:
+def loop_parser(description: str) -> argparse.ArgumentParser:
+    """The options of a script that builds mtexp's full fine-tuning run in a process of its own."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--backbone", default="minilm")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--train-examples", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--threads", type=int, default=None)
+    return parser
+
+
+def loop_args(script: str, backbone: Path, data: Path, train_examples: int, batch_size: int,
+              max_length: int, precision: str, threads: int | None) -> list[str]:
+    """The command line of `loop_parser`'s options, for a script run in a fresh process."""
+    args = [script, "--backbone", str(backbone), "--data", str(data), "--train-examples", str(train_examples),
+            "--batch-size", str(batch_size), "--max-length", str(max_length), "--precision", precision]
+    return args + (["--threads", str(threads)] if threads else [])
+
+
+def loop_settings(args: argparse.Namespace, work: Path, epochs: int) -> RunSettings:
+    """The run `loop_parser`'s options describe, `epochs` long, with its caches under `work`."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return RunSettings(backbone_folder(args.backbone, work), args.data, args.train_examples, epochs,
+                       args.batch_size, args.max_length, precision=args.precision, threads=args.threads,
+                       cache_root=work / "cache")
+
+
+def build_trainer(settings: RunSettings, work: Path) -> Any:
     from hydra import compose, initialize_config_dir
 
     from mtexp.build import build_model, build_run_features, load_data_checked
@@ -59,8 +89,7 @@ def build_trainer(settings: RunSettings, work: Path, epochs: int = 1) -> Any:
     from mtexp.trainer import Trainer
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        overrides = [*settings.mtexp_overrides(), "freezing=none", f"trainer.epochs={epochs}"]
-        cfg = compose("config", overrides=overrides)
+        cfg = compose("config", overrides=[*settings.mtexp_overrides(), "freezing=none"])
     run = validate(cfg)
     reuse_freed_memory()
     data = load_data_checked(run)
@@ -106,11 +135,8 @@ def bench_profile(backbone: Path, data: Path, train_examples: int, batch_size: i
     rows, ratios = [], {}
     kinds = [kind for kind, _ in KINDS] + ["other"]
     for precision in precisions:
-        args = [__file__, "--backbone", str(backbone), "--data", str(data),
-                "--train-examples", str(train_examples), "--batch-size", str(batch_size),
-                "--max-length", str(max_length), "--precision", precision, "--out", str(work_dir / "profile")]
-        args += ["--threads", str(threads)] if threads else []
-        run_script(args, work_dir / f"profile-{precision}.log")
+        args = loop_args(__file__, backbone, data, train_examples, batch_size, max_length, precision, threads)
+        run_script([*args, "--out", str(work_dir / "profile")], work_dir / f"profile-{precision}.log")
         profiled = json.loads((work_dir / "profile" / f"profile-{precision}.json").read_text())
         shares = profiled["share_by_kind"]
         rows.append({"precision": precision, "epoch_seconds": profiled["epoch_seconds"],
@@ -137,24 +163,12 @@ def bench_profile(backbone: Path, data: Path, train_examples: int, batch_size: i
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="minilm")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--train-examples", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-length", type=int, default=64)
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
-    parser.add_argument("--threads", type=int, default=None)
+    parser = loop_parser(__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="mtexp-profile-") as tmp:
         work = Path(tmp)
-        settings = RunSettings(backbone_folder(args.backbone, work), args.data, args.train_examples, 1,
-                               args.batch_size, args.max_length, precision=args.precision,
-                               threads=args.threads, cache_root=work / "cache")
-        result, table = profile_epoch(settings, work)
+        result, table = profile_epoch(loop_settings(args, work, epochs=1), work)
     settings_shown = {**vars(args), "out": str(args.out), "data": str(args.data)}
     result = {**header(f"profile-{args.precision}", settings_shown), **result}
     args.out.mkdir(parents=True, exist_ok=True)
